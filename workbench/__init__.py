@@ -1,0 +1,28 @@
+"""workbench: build, measure and compare optimized inference engines for ONNX models.
+
+The core API (no UI imported)::
+
+    import workbench as wb
+    model = wb.load_model("sample:resnet-fashion")
+    print(wb.summarize(model).flops)
+    print(wb.bench(model, batch=1, threads=2).latency.p50_ms)
+    print(wb.evaluate(model).accuracy.top1)
+"""
+
+from .core.engines.registry import list_engines
+from .core.evaluation.data import Dataset, Preprocessing, load_dataset, random_dataset
+from .core.evaluation.run import BenchResult, EvalResult, bench, evaluate, make_runner
+from .core.machine import machine_info
+from .core.model import Model, load_model
+from .core.samples import SAMPLES, get_sample
+from .core.summary import ModelSummary, summarize
+from .errors import WorkbenchError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Model", "load_model", "summarize", "ModelSummary", "SAMPLES", "get_sample",
+    "list_engines", "make_runner", "bench", "evaluate", "BenchResult", "EvalResult",
+    "Dataset", "Preprocessing", "load_dataset", "random_dataset", "machine_info",
+    "WorkbenchError", "__version__",
+]

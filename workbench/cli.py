@@ -1,0 +1,276 @@
+"""The ``workbench`` command line: the same verbs as the UI, for terminals and CI.
+
+A user error prints one ``error: ...`` line on stderr and exits with status 2; anything else that
+escapes is a bug and keeps its traceback (exit status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from .errors import WorkbenchError
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but bad flags end in one ``error:`` line rather than a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _clean(x: Any) -> Any:
+    """Strict JSON: non-finite floats become null (e.g. SQNR of identical outputs)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(_clean(obj), indent=2, allow_nan=False))
+
+
+def _progress(args: argparse.Namespace) -> Callable[[str, int, int], None] | None:
+    """A tqdm bar on a terminal; nothing with --quiet or when stderr is not a TTY."""
+    if getattr(args, "quiet", False) or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm  # noqa: PLC0415
+
+    bars: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, leave=False)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def _shapes_values(args: argparse.Namespace) -> tuple[dict, dict]:
+    from .core.shapes import parse_input_arg, parse_shape_arg  # noqa: PLC0415
+
+    shapes = dict(parse_shape_arg(s) for s in getattr(args, "shape", None) or [])
+    values = dict(parse_input_arg(s) for s in getattr(args, "input", None) or [])
+    return shapes, values
+
+
+def _fmt_count(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    from .core.samples import SAMPLES  # noqa: PLC0415
+
+    rows = [{"name": f"sample:{s.name}", "description": s.description, "latency_only": s.latency_only,
+             "labeled_data": s.test_data is not None} for s in SAMPLES.values()]
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['name']:<24} {r['description']}")
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from .core.engines.registry import list_engines  # noqa: PLC0415
+    from .core.gpu import scan_gpus  # noqa: PLC0415
+    from .core.machine import machine_info  # noqa: PLC0415
+
+    engines = list_engines()
+    if args.json:
+        _print_json({"engines": [e.to_dict() for e in engines], "gpus": scan_gpus().to_dict(),
+                     "machine": machine_info()})
+        return 0
+    mi = machine_info()
+    print(f"CPU: {mi['cpu']} ({mi['physical_cores']} cores; {', '.join(mi['isa']) or 'no SIMD flags read'})")
+    print(f"GPU: {scan_gpus().reason}")
+    for e in engines:
+        mark = "yes" if e.available else "no "
+        print(f"  {e.name:<13} {e.device:<5} {mark}  {e.reason}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .core.model import load_model  # noqa: PLC0415
+    from .core.summary import summarize  # noqa: PLC0415
+
+    shapes, _ = _shapes_values(args)
+    s = summarize(load_model(args.model), shapes=shapes or None, batch=args.batch)
+    if args.json:
+        _print_json(s.to_dict(per_node=args.per_node))
+        return 0
+    print(f"{s.name}  ({s.size_bytes / 1e6:.2f} MB, {s.fingerprint[:19]})")
+    if s.latency_only:
+        print("  NOTE: random weights, latency only: its accuracy means nothing")
+    print(f"  producer: {s.producer or '?'}   IR {s.ir_version}, opset {s.opset}")
+    for kind, specs in (("input", s.inputs), ("output", s.outputs)):
+        for t in specs:
+            print(f"  {kind:<6} {t.name}: {t.dtype} {list(t.shape) if t.shape is not None else '?'}")
+    print(f"  nodes: {s.nodes}   params: {_fmt_count(s.params)}   "
+          f"MACs: {_fmt_count(s.macs)}   FLOPs: {_fmt_count(s.flops)}")
+    print("  ops: " + ", ".join(f"{k} {v}" for k, v in s.ops.items()))
+    for a in s.assumed:
+        print(f"  assumed {a}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .core.evaluation.run import bench  # noqa: PLC0415
+
+    shapes, values = _shapes_values(args)
+    r = bench(args.model, device=args.device, batch=args.batch, warmup=args.warmup,
+              iterations=None if args.time_budget else args.iterations,
+              time_budget_s=args.time_budget, shapes=shapes, values=values,
+              progress=_progress(args), threads=args.threads,
+              optimization_level=args.opt_level)
+    if args.json:
+        _print_json(r.to_dict(samples=args.samples))
+        return 0
+    lat = r.latency
+    print(f"{r.model} on {r.engine} ({r.machine['cpu']}), threads {r.settings.get('threads')}, "
+          f"optimization {r.settings.get('optimization_level')}")
+    print("  inputs: " + ", ".join(f"{k} {v['shape']} {v['dtype']}" for k, v in r.inputs.items()))
+    for a in r.assumed:
+        print(f"  assumed {a}")
+    print(f"  batch {lat.batch}, warmup {lat.warmup}, iterations {lat.iterations}")
+    print(f"  latency ms: p50 {lat.p50_ms:.3f}  p90 {lat.p90_ms:.3f}  p99 {lat.p99_ms:.3f}  "
+          f"mean {lat.mean_ms:.3f} ± {lat.std_ms:.3f}")
+    print(f"  throughput: {lat.throughput:.1f} samples/s   peak RSS "
+          f"{r.memory['peak_rss_bytes'] / 2**20:.0f} MiB")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .core.evaluation.run import evaluate  # noqa: PLC0415
+
+    shapes, values = _shapes_values(args)
+    r = evaluate(args.model, data=args.data, reference=args.reference, limit=args.limit,
+                 batch=args.batch, shapes=shapes, values=values, progress=_progress(args),
+                 threads=args.threads)
+    if args.json:
+        _print_json(r.to_dict())
+        return 0
+    print(f"{r.model} on {r.data}: {r.samples} samples")
+    if r.accuracy:
+        print(f"  top-1 {r.accuracy.top1:.4f}   top-5 {r.accuracy.top5:.4f}")
+    if r.fidelity:
+        f = r.fidelity
+        agree = "n/a" if f.top1_agreement is None else f"{f.top1_agreement:.4f}"
+        print(f"  vs {r.reference}: top-1 agreement {agree}, cosine {f.cosine:.6f} "
+              f"(min {f.min_cosine:.6f}), max |diff| {f.max_abs:.3e}, SQNR {f.sqnr_db:.1f} dB")
+    for n in r.notes:
+        print(f"  note: {n}")
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from .lab import lab_command  # noqa: PLC0415
+
+    cmd = lab_command(port=args.port, open_browser=not args.no_browser)
+    print("starting: " + " ".join(cmd), file=sys.stderr, flush=True)
+    os.execv(cmd[0], cmd)
+    return 0  # not reached
+
+
+def _model_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shape", action="append", metavar="NAME=DIMS",
+                   help="fix an input's shape, e.g. input=1x3x224x224 (repeatable)")
+    p.add_argument("--input", action="append", metavar="NAME=VALUE|FILE.npy",
+                   help="give an input's value: a number, a JSON list or a .npy file (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="workbench", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("samples", help="list the sample models")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_samples)
+
+    s = sub.add_parser("devices", help="engines and devices, available or why not")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_devices)
+
+    s = sub.add_parser("info", help="summary of a model: inputs, ops, params, FLOPs")
+    s.add_argument("model", help="a .onnx path or sample:NAME")
+    s.add_argument("--batch", type=int, default=None, help="batch for FLOPs (default 1)")
+    s.add_argument("--shape", action="append", metavar="NAME=DIMS")
+    s.add_argument("--per-node", action="store_true", help="include per-node costs in --json")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_info)
+
+    s = sub.add_parser("bench", help="measure latency and throughput")
+    s.add_argument("model")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--batch", type=int, default=None, help="batch size (default 1)")
+    s.add_argument("--threads", type=int, default=None, help="intra-op threads (default: cores)")
+    s.add_argument("--warmup", type=int, default=10)
+    s.add_argument("--iterations", type=int, default=100)
+    s.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="time for as many iterations as fit, in place of --iterations")
+    s.add_argument("--opt-level", default="all", choices=["disabled", "basic", "extended", "all"],
+                   help="ONNX Runtime graph optimization level")
+    s.add_argument("--samples", action="store_true", help="include every run's latency in --json")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--json", action="store_true")
+    _model_inputs(s)
+    s.set_defaults(fn=cmd_bench)
+
+    s = sub.add_parser("eval", help="accuracy on labeled data and fidelity to a reference")
+    s.add_argument("model")
+    s.add_argument("--data", default=None, help=".npz, image folder (DIR/<class>/...), or sample:NAME")
+    s.add_argument("--reference", default=None, metavar="MODEL", help="compare outputs to this model")
+    s.add_argument("--limit", type=int, default=None, help="at most this many samples")
+    s.add_argument("--batch", type=int, default=100)
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--json", action="store_true")
+    _model_inputs(s)
+    s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("lab", help="launch JupyterLab on the workbench notebook (127.0.0.1)")
+    s.add_argument("--port", type=int, default=8888)
+    s.add_argument("--no-browser", action="store_true")
+    s.set_defaults(fn=cmd_lab)
+    return p
+
+
+def _version() -> str:
+    from . import __version__  # noqa: PLC0415
+
+    return f"workbench {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except WorkbenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

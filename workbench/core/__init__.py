@@ -1,0 +1,1 @@
+"""The workbench core: models, samples, engines and evaluation. Never imports the UI."""

@@ -1,0 +1,40 @@
+"""Launch JupyterLab on the workbench notebooks, bound to 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .errors import UsageError
+
+__all__ = ["notebooks_dir", "lab_command"]
+
+DEFAULT_NOTEBOOK = "01_optimize_resnet.ipynb"
+
+
+def notebooks_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def lab_command(port: int = 8888, open_browser: bool = True, notebook: str = DEFAULT_NOTEBOOK,
+                token: str | None = None, extra: list[str] | None = None) -> list[str]:
+    """The ``jupyter lab`` command line: loopback only, no news or update checks."""
+    nb_dir = notebooks_dir()
+    if not (nb_dir / notebook).is_file():
+        raise UsageError(f"notebook {nb_dir / notebook} is missing",
+                         "restore it from the repository (git checkout notebooks/)")
+    cmd = [
+        sys.executable, "-m", "jupyterlab", str(nb_dir / notebook),
+        f"--ServerApp.root_dir={nb_dir.parent}",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
+    if not open_browser:
+        cmd.append("--no-browser")
+    if token is not None:
+        cmd.append(f"--IdentityProvider.token={token}")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    return cmd + list(extra or [])
