@@ -227,6 +227,11 @@ def load_model(source: ModelSource, *, check: bool = True) -> Model:
         except Exception as e:  # OSError, or ValueError from a short read
             raise ModelLoadError(f"cannot read the external data of {text}: {e}",
                                  "check the data files next to the model") from e
+        # The data is in memory now: drop the explicit DEFAULT marker ONNX leaves behind, so a
+        # model's fingerprint does not depend on how its file stored the weights.
+        for t in external_data_helper._get_all_tensors(proto):  # noqa: SLF001
+            if t.HasField("data_location") and t.data_location == onnx.TensorProto.DEFAULT:
+                t.ClearField("data_location")
     if check:
         validate(proto, text, path)
     return Model(proto, text, path, fingerprint_of(proto), len(data) + external)

@@ -1,0 +1,21 @@
+# Shared by scripts/lab and scripts/test: make .venv and install the project into it, once per
+# change of pyproject.toml (a stamp file remembers what was installed).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${WORKBENCH_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' || {
+  echo "error: Python 3.10 or newer is needed ($PY is $("$PY" --version 2>&1))" >&2; exit 2; }
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "creating $VENV" >&2
+  "$PY" -m venv "$VENV"
+fi
+want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-${WORKBENCH_EXTRAS:-test}"
+stamp="$VENV/.workbench-installed"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+  echo "installing the workbench and its dependencies into $VENV (first run: a few minutes)" >&2
+  "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[${WORKBENCH_EXTRAS:-test}]" >&2
+  echo "$want" > "$stamp"
+fi
+export PATH="$VENV/bin:$PATH"

@@ -1,0 +1,90 @@
+"""The main job: the notebook executes headless, and `workbench lab` serves it on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import requests
+from nbclient import NotebookClient
+
+from conftest import REPO
+
+NOTEBOOK = REPO / "notebooks" / "01_optimize_resnet.ipynb"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _jupyter_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    for var, sub in (("JUPYTER_CONFIG_DIR", "cfg"), ("JUPYTER_RUNTIME_DIR", "rt"),
+                     ("IPYTHONDIR", "ipy"), ("JUPYTER_DATA_DIR", "data")):
+        env[var] = str(tmp_path / sub)
+    return env
+
+
+@pytest.mark.slow
+def test_notebook_executes_without_errors(tmp_path, monkeypatch):
+    for k, v in _jupyter_env(tmp_path).items():
+        monkeypatch.setenv(k, v)
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "top-1 0.9" in text and "on 10000 images" in text
+    assert "p50" in text and "threads" in text
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 2
+
+
+@pytest.mark.slow
+def test_lab_command_serves_the_notebook(tmp_path):
+    port = _free_port()
+    env = _jupyter_env(tmp_path)
+    env["JUPYTER_TOKEN"] = "wbtest"
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "lab", "--no-browser", "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        status = None
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                status = requests.get(f"{base}/api/status", params={"token": "wbtest"}, timeout=2)
+                if status.ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        assert status is not None and status.ok, proc.stdout.read().decode() if proc.poll() is not None else "timeout"
+        r = requests.get(f"{base}/api/contents/notebooks/01_optimize_resnet.ipynb",
+                         params={"token": "wbtest"}, timeout=10)
+        assert r.ok and r.json()["type"] == "notebook"
+        lab = requests.get(f"{base}/lab/tree/notebooks/01_optimize_resnet.ipynb",
+                           params={"token": "wbtest"}, timeout=10)
+        assert lab.ok and "JupyterLab" in lab.text
+        # Bound to loopback only: the port is not open on another local address.
+        with socket.socket() as s:
+            s.settimeout(1)
+            other = socket.gethostbyname(socket.gethostname())
+            if not other.startswith("127."):
+                assert s.connect_ex((other, port)) != 0
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
