@@ -109,7 +109,8 @@ class OrtCpuRunner(Runner):
             so.optimized_model_filepath = o.optimized_model_path
         for k, v in o.config:
             so.add_session_config_entry(k, v)
-        so.log_severity_level = 3  # errors only; warnings about unused initializers are noise here
+        # Fatal only: ORT logs a failed run to stderr itself; the workbench raises a clear error instead.
+        so.log_severity_level = 4
         return so
 
     def activate_impl(self) -> None:
