@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import onnx
-
 from conftest import REPO, SAMPLE
 
 

@@ -13,9 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 import requests
-from nbclient import NotebookClient
-
 from conftest import REPO
+from nbclient import NotebookClient
 
 NOTEBOOK = REPO / "notebooks" / "01_optimize_resnet.ipynb"
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import scalar_int32_model, text_model, tiny_cnn
-from workbench.core.shapes import (DEFAULT_DIM, parse_input_arg, parse_shape_arg, random_feeds,
-                                   resolve_inputs, tensor_specs)
+
+from workbench.core.shapes import (
+    DEFAULT_DIM,
+    parse_input_arg,
+    parse_shape_arg,
+    random_feeds,
+    resolve_inputs,
+    tensor_specs,
+)
 from workbench.errors import InputSpecError
 
 

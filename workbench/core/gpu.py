@@ -62,13 +62,13 @@ def scan_gpus() -> GpuScan:
     for i in range(count.value):
         dev = ctypes.c_int()
         lib.cuDeviceGet(ctypes.byref(dev), i)
-        name = ctypes.create_string_buffer(256)
-        lib.cuDeviceGetName(name, 256, dev)
+        buf = ctypes.create_string_buffer(256)
+        lib.cuDeviceGetName(buf, 256, dev)
         mem = ctypes.c_size_t()
         lib.cuDeviceTotalMem_v2(ctypes.byref(mem), dev)
         major, minor = ctypes.c_int(), ctypes.c_int()
         lib.cuDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, dev)
         lib.cuDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, dev)
-        gpus.append(GpuInfo(i, name.value.decode(errors="replace"), mem.value,
+        gpus.append(GpuInfo(i, buf.value.decode(errors="replace"), mem.value,
                             f"{major.value}.{minor.value}"))
     return GpuScan(tuple(gpus), driver, f"{len(gpus)} GPU(s), driver {driver}")

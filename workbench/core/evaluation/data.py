@@ -9,7 +9,6 @@ uint8 images; float arrays are taken as already preprocessed.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,9 @@ from ..shapes import TensorSpec, random_feeds, resolve_inputs, tensor_specs
 __all__ = ["Preprocessing", "Dataset", "load_dataset", "random_dataset", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
-_IMAGENET = {"scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+# Used for image folders when the model declares no preprocessing: ImageNet statistics for RGB,
+# (x - 0.5) / 0.5 for grayscale.
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -185,12 +186,13 @@ def _from_folder(path: Path, model: Model, pre: Preprocessing | None) -> Dataset
         raise DataError("reading image folders needs Pillow", "pip install pillow") from e
     ins, _ = tensor_specs(model.proto.graph)
     if len(ins) != 1 or ins[0].shape is None or len(ins[0].shape) != 4:
-        raise DataError(f"an image folder can feed a model with one NCHW input; this model has "
+        raise DataError("an image folder can feed a model with one NCHW input; this model has "
                         f"{[s.to_dict() for s in ins]}", "give a .npz with one array per input")
     spec = ins[0]
-    c, h, w = spec.shape[1:]
-    if not all(isinstance(d, int) and d > 0 for d in (c, h, w)) or c not in (1, 3):
-        raise DataError(f"input {spec.name!r} {list(spec.shape)}: cannot tell the image size and "
+    c, h, w = (spec.shape or (0, 0, 0, 0))[1:]
+    if not (isinstance(c, int) and isinstance(h, int) and isinstance(w, int)) or c not in (1, 3) \
+            or h <= 0 or w <= 0:
+        raise DataError(f"input {spec.name!r} {spec.shape}: cannot tell the image size and "
                         "channels (1 or 3) from the model", "give a .npz of preprocessed arrays")
     classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
@@ -203,8 +205,8 @@ def _from_folder(path: Path, model: Model, pre: Preprocessing | None) -> Dataset
                 continue
             try:
                 with Image.open(f) as im:
-                    im = im.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-                    arr = np.asarray(im, dtype=np.uint8)
+                    rgb = im.convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.BILINEAR)
+                    arr = np.asarray(rgb, dtype=np.uint8)
             except Exception as e:  # PIL.UnidentifiedImageError, OSError on truncated files
                 raise DataError(f"cannot read image {f}: {e}", "remove or replace the file") from e
             images.append(arr[None] if c == 1 else arr.transpose(2, 0, 1))
@@ -213,8 +215,8 @@ def _from_folder(path: Path, model: Model, pre: Preprocessing | None) -> Dataset
         raise DataError(f"{path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})",
                         "put images in DIR/<class name>/")
     if pre is None:
-        pre = Preprocessing(**{**_IMAGENET, "mean": tuple(_IMAGENET["mean"][:c]) if c == 3 else (0.5,),
-                               "std": tuple(_IMAGENET["std"][:c]) if c == 3 else (0.5,)})
+        pre = (Preprocessing(1 / 255, _IMAGENET_MEAN, _IMAGENET_STD) if c == 3
+               else Preprocessing(1 / 255, (0.5,), (0.5,)))
     ds = _finish({spec.name: np.stack(images)}, np.asarray(labels), str(path), model, ins, pre)
     ds.notes.append(f"classes (label order): {', '.join(classes)}")
     return ds

@@ -7,8 +7,8 @@ read after the block: exact, with no sampling thread. Elsewhere a thread samples
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -16,7 +16,7 @@ from ..model import Model, ModelSource, load_model
 from ..shapes import random_feeds, resolve_inputs, tensor_specs
 from .data import Dataset, load_dataset, random_dataset
 from .latency import LatencyResult, time_callable
-from .memory import PeakMemory, track_peak_memory
+from .memory import track_peak_memory
 from .metrics import AccuracyResult, FidelityAccumulator, FidelityResult, topk_correct
 
 __all__ = ["make_runner", "bench", "evaluate", "BenchResult", "EvalResult", "Progress"]
@@ -109,7 +109,6 @@ def bench(
     feeds = random_feeds(resolved, seed=seed, values=values)
     actual_batch = batch or next((r.shape[0] for r in resolved if len(r.shape) > 1), 1)
     runner = make_runner(m, device, **engine_options)
-    mem = PeakMemory()
     with track_peak_memory() as mem, runner:
         fn = runner.prepare(feeds)
         on = (lambda d, t: progress("latency", d, t)) if progress else None

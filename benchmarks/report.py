@@ -1,0 +1,29 @@
+"""Assemble benchmarks/REPORT.md from the sections the benchmark scripts wrote."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SECTIONS = ["latency_overhead", "cpu_baseline"]
+
+
+def main() -> None:
+    parts = [
+        "# Benchmark report",
+        "",
+        f"Regenerated {datetime.date.today().isoformat()} by `./scripts/bench` (raw numbers in "
+        "`benchmarks/results/*.json`). Machines here are shared and noisy: every comparison is "
+        "measured side by side in one run, interleaved and repeated; read the ratios first.",
+        "",
+    ]
+    for name in SECTIONS:
+        md = HERE / "results" / f"{name}.md"
+        parts.append(md.read_text() if md.exists() else f"## {name}\n\n(not run: `python benchmarks/{name}.py`)\n")
+    (HERE / "REPORT.md").write_text("\n".join(parts))
+    print(f"wrote {HERE / 'REPORT.md'}")
+
+
+if __name__ == "__main__":
+    main()
