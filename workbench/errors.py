@@ -17,6 +17,8 @@ __all__ = [
     "EngineUnavailableError",
     "EngineRunError",
     "UsageError",
+    "PassError",
+    "CacheError",
 ]
 
 
@@ -58,3 +60,11 @@ class EngineRunError(WorkbenchError):
 
 class UsageError(WorkbenchError):
     """A bad combination of options."""
+
+
+class PassError(WorkbenchError):
+    """An optimization pass cannot handle this model (and says which pass and why)."""
+
+
+class CacheError(WorkbenchError):
+    """The build cache cannot be used (unwritable folder, ...)."""

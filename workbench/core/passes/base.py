@@ -1,0 +1,175 @@
+"""The pass contract (after onnx-ir's pass infrastructure).
+
+A pass is a small object: options validated at construction, a public ``__call__`` that checks the
+model before and after and fills in the bookkeeping, and a ``call`` that does the work and says
+exactly what it did, what it declined to touch, and why.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import onnx
+
+from ...errors import PassError, UsageError
+
+__all__ = ["Option", "PassContext", "PassReport", "PassResult", "Pass"]
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a pass: its type, default and the values it accepts."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+
+    def coerce(self, value: Any, pass_name: str) -> Any:
+        """Turn a CLI string (or JSON value) into the option's type, or raise UsageError."""
+        if value is None:
+            return None
+        try:
+            if self.type is bool and isinstance(value, str):
+                low = value.lower()
+                if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                value = low in ("true", "1", "yes", "on")
+            elif self.type is list:
+                if isinstance(value, str):
+                    value = [v for v in value.split("+") if v]
+                value = [str(v) for v in value]
+            elif self.type in (int, float) and isinstance(value, bool):
+                raise ValueError(value)
+            else:
+                value = self.type(value)
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"{pass_name}: option {self.name}={value!r} is not a {self.type.__name__}",
+                             self.help) from e
+        if self.choices is not None and value not in self.choices:
+            raise UsageError(f"{pass_name}: option {self.name}={value!r} is not one of "
+                             f"{', '.join(map(str, self.choices))}", self.help)
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type.__name__, "default": self.default,
+                "help": self.help, "choices": list(self.choices) if self.choices else None}
+
+
+@dataclass
+class PassContext:
+    """What a pass may need beyond the model: the target device, calibration data, progress."""
+
+    device: str = "cpu"
+    calibration: Any = None  # workbench.core.evaluation.data.Dataset
+    progress: Progress | None = None
+    seed: int = 0
+
+    def report_progress(self, stage: str, done: int, total: int) -> None:
+        if self.progress:
+            self.progress(stage, done, total)
+
+
+@dataclass
+class PassReport:
+    """What one pass did. Every list says which nodes; ``declined`` says why not."""
+
+    name: str
+    options: dict[str, Any]
+    nodes_before: int = 0
+    nodes_after: int = 0
+    modified: bool = False
+    fused: dict[str, int] = field(default_factory=dict)  # pattern -> count
+    quantized: list[str] = field(default_factory=list)
+    converted: list[str] = field(default_factory=list)  # e.g. nodes now in float16
+    excluded: list[dict[str, str]] = field(default_factory=list)  # {"node", "reason"}
+    pruned: dict[str, dict[str, Any]] = field(default_factory=dict)  # layer -> details
+    declined: list[dict[str, str]] = field(default_factory=list)  # {"what", "reason"}
+    metrics: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def decline(self, what: str, reason: str) -> None:
+        self.declined.append({"what": what, "reason": reason})
+
+    def exclude(self, node: str, reason: str) -> None:
+        self.excluded.append({"node": node, "reason": reason})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PassResult:
+    model: onnx.ModelProto
+    report: PassReport
+
+
+class Pass(ABC):
+    """Base class: subclasses set ``name``, ``summary``, ``options`` and implement ``call``."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    options: ClassVar[tuple[Option, ...]] = ()
+    needs_calibration: ClassVar[bool] = False
+
+    def __init__(self, **opts: Any) -> None:
+        known = {o.name: o for o in self.options}
+        unknown = set(opts) - set(known)
+        if unknown:
+            raise UsageError(f"{self.name}: unknown option {sorted(unknown)[0]!r}",
+                             f"options are: {', '.join(known) or 'none'} (see `workbench passes`)")
+        self.opts: dict[str, Any] = {
+            name: o.coerce(opts[name], self.name) if name in opts else o.default
+            for name, o in known.items()
+        }
+        self.validate()
+
+    def validate(self) -> None:
+        """Cross-option checks; raise UsageError."""
+
+    def new_report(self, resolved: dict[str, Any] | None = None) -> PassReport:
+        return PassReport(self.name, dict(resolved or self.opts))
+
+    def __call__(self, model: onnx.ModelProto, ctx: PassContext | None = None) -> PassResult:
+        ctx = ctx or PassContext()
+        if self.needs_calibration and ctx.calibration is None:
+            raise UsageError(f"{self.name} needs calibration data",
+                             "give --calib DATA (a .npz, an image folder or sample:NAME:calib)")
+        before = len(model.graph.node)
+        work = onnx.ModelProto()
+        work.CopyFrom(model)  # a pass never modifies its input
+        t0 = time.perf_counter()
+        try:
+            result = self.call(work, ctx)
+        except (UsageError, PassError):
+            raise
+        except Exception as e:  # a library failed on this model: say which pass, keep the cause
+            raise PassError(f"{self.name} failed on this model: {type(e).__name__}: {e}",
+                            f"leave {self.name} out of the recipe, or exclude the nodes it fails on") from e
+        result.report.wall_s = time.perf_counter() - t0
+        result.report.nodes_before = before
+        result.report.nodes_after = len(result.model.graph.node)
+        if result.model.ByteSize() < 2**31 - 1:
+            try:
+                onnx.checker.check_model(result.model)
+            except onnx.checker.ValidationError as e:
+                raise PassError(f"{self.name} produced an invalid model: {str(e).splitlines()[0]}",
+                                "this is a workbench bug; please report it with the model") from e
+        return result
+
+    @abstractmethod
+    def call(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        """Transform ``model`` (a private copy) and report what was done."""
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {"name": cls.name, "summary": cls.summary, "needs_calibration": cls.needs_calibration,
+                "options": [o.to_dict() for o in cls.options]}

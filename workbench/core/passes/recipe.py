@@ -1,0 +1,107 @@
+"""Recipes: an ordered list of passes with options, parsed from a CLI list or saved as JSON.
+
+CLI grammar: ``PASS[:KEY=VALUE[:KEY=VALUE...]][,PASS...]``; list values are joined with ``+``.
+Example: ``fuse,int8:calibration=entropy:exclude=conv1+fc,prune-channels:ratio=0.3``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...errors import UsageError
+
+__all__ = ["PassSpec", "Recipe", "RECIPE_VERSION"]
+
+RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pass": self.name, "options": dict(sorted(self.options.items()))}
+
+    def label(self) -> str:
+        if not self.options:
+            return self.name
+        opts = ":".join(f"{k}={'+'.join(map(str, v)) if isinstance(v, list) else v}"
+                        for k, v in sorted(self.options.items()))
+        return f"{self.name}:{opts}"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    passes: tuple[PassSpec, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Recipe:
+        """Parse the CLI form, checking pass names and options against the registry."""
+        specs = []
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                raise UsageError(f"empty pass in {text!r}", "separate passes with single commas")
+            name, *opts = part.split(":")
+            options: dict[str, Any] = {}
+            for o in opts:
+                if "=" not in o:
+                    raise UsageError(f"option {o!r} of pass {name!r} has no value",
+                                     "write options as PASS:KEY=VALUE")
+                k, v = o.split("=", 1)
+                options[k.strip().replace("-", "_")] = v.strip()
+            specs.append(PassSpec(name.strip(), options))
+        recipe = cls(tuple(specs))
+        recipe.instantiate()  # validate now, with clear errors
+        return recipe
+
+    def instantiate(self) -> list[Any]:
+        from .registry import get_pass  # noqa: PLC0415  (the registry imports the passes)
+
+        return [get_pass(s.name)(**s.options) for s in self.passes]
+
+    def resolved(self) -> Recipe:
+        """The same recipe with every option spelled out (defaults included), typed."""
+        return Recipe(tuple(PassSpec(s.name, dict(p.opts)) for s, p in zip(self.passes, self.instantiate())))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": RECIPE_VERSION, "passes": [s.to_dict() for s in self.passes]}
+
+    def label(self) -> str:
+        return ",".join(s.label() for s in self.passes) or "baseline"
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "recipe") -> Recipe:
+        if not isinstance(d, dict) or not isinstance(d.get("passes"), list):
+            raise UsageError(f"{source} is not a recipe", 'a recipe is {"version": 1, "passes": [...]}')
+        if d.get("version", RECIPE_VERSION) != RECIPE_VERSION:
+            raise UsageError(f"{source} has recipe version {d.get('version')!r}",
+                             f"this workbench reads version {RECIPE_VERSION}")
+        specs = []
+        for i, p in enumerate(d["passes"]):
+            if not isinstance(p, dict) or not isinstance(p.get("pass"), str):
+                raise UsageError(f"{source}: entry {i} is not a pass", 'write {"pass": NAME, "options": {...}}')
+            opts = p.get("options", {})
+            if not isinstance(opts, dict):
+                raise UsageError(f"{source}: options of {p['pass']!r} are not an object")
+            specs.append(PassSpec(p["pass"], dict(opts)))
+        recipe = cls(tuple(specs))
+        recipe.instantiate()
+        return recipe
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recipe:
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+        except FileNotFoundError as e:
+            raise UsageError(f"no such recipe file: {path}") from e
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UsageError(f"{path} is not valid JSON: {e}", "a recipe is a JSON file") from e
+        return cls.from_dict(data, str(path))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
