@@ -65,3 +65,15 @@ def test_bad_arguments():
         time_callable(lambda: None, warmup=-1)
     with pytest.raises(UsageError):
         time_callable(lambda: None, iterations=None, time_budget_s=0)
+
+
+def test_progress_callbacks_are_reported_and_not_timed():
+    seen = []
+
+    def slow_progress(done, total):
+        seen.append((done, total))
+        time.sleep(0.01)  # far longer than the timed call
+
+    r = time_callable(lambda: None, warmup=0, iterations=40, on_progress=slow_progress)
+    assert seen[-1] == (40, 40) and len(seen) > 2
+    assert r.max_ms < 5  # the 10 ms callbacks are not in any run's time
