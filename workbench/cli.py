@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from .errors import WorkbenchError
+from .errors import UsageError, WorkbenchError
 
 __all__ = ["main"]
 
@@ -181,6 +181,79 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_passes(args: argparse.Namespace) -> int:
+    from .core.passes.registry import all_passes  # noqa: PLC0415
+
+    passes = [p.describe() for p in all_passes().values()]
+    if args.json:
+        _print_json(passes)
+        return 0
+    for p in passes:
+        calib = "  (needs calibration data)" if p["needs_calibration"] else ""
+        print(f"{p['name']}: {p['summary']}{calib}")
+        for o in p["options"]:
+            choices = f" [{'|'.join(map(str, o['choices']))}]" if o["choices"] else ""
+            print(f"    {o['name']}={o['default']!s}{choices}  {o['help']}")
+    return 0
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from .core.build import optimize, write_build  # noqa: PLC0415
+    from .core.cache import BuildCache  # noqa: PLC0415
+    from .core.passes.recipe import Recipe  # noqa: PLC0415
+
+    if (args.passes is None) == (args.recipe is None):
+        raise UsageError("give exactly one of --passes LIST or --recipe FILE",
+                         "e.g. --passes fuse,int8:calibration=entropy")
+    recipe = Recipe.parse(args.passes) if args.passes else Recipe.load(args.recipe)
+    result = optimize(args.model, recipe, device=args.device, calibration=args.calib,
+                      cache=BuildCache(enabled=not args.no_cache), progress=_progress(args))
+    path = write_build(result, args.out, force=args.force)
+    if args.json:
+        _print_json({"model": str(path), "manifest": str(path.parent / "manifest.json"),
+                     "cache_hit": result.cache_hit, "wall_s": result.wall_s, **result.manifest()})
+        return 0
+    src, out = result.source, result.model
+    print(f"{src.name} -> {path}  ({'from cache' if result.cache_hit else 'built'} in {result.wall_s:.2f} s)")
+    print(f"  recipe: {result.recipe.label()}   device: {result.device}")
+    for r in result.reports:
+        print(f"  {r.name}: nodes {r.nodes_before} -> {r.nodes_after}, {r.wall_s:.2f} s")
+        for k, v in r.fused.items():
+            print(f"      fused {k}: {v}")
+        if r.quantized:
+            print(f"      quantized {len(r.quantized)} nodes")
+        if r.converted:
+            print(f"      converted {len(r.converted)} nodes")
+        if r.pruned:
+            print(f"      pruned {len(r.pruned)} layers")
+        for e in r.excluded:
+            print(f"      excluded {e['node']}: {e['reason']}")
+        for d in r.declined[:10]:
+            print(f"      declined {d['what']}: {d['reason']}")
+        if len(r.declined) > 10:
+            print(f"      ... and {len(r.declined) - 10} more declined (see manifest.json)")
+        for n in r.notes:
+            print(f"      note: {n}")
+    print(f"  size {src.size_bytes / 1e6:.2f} MB -> {out.size_bytes / 1e6:.2f} MB")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .core.cache import BuildCache  # noqa: PLC0415
+
+    cache = BuildCache()
+    if args.action == "clear":
+        n = cache.clear()
+        info = {**cache.info(), "removed": n}
+    else:
+        info = cache.info()
+    if args.json:
+        _print_json(info)
+    else:
+        print(", ".join(f"{k}: {v}" for k, v in info.items()))
+    return 0
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     from .lab import lab_command  # noqa: PLC0415
 
@@ -246,6 +319,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     _model_inputs(s)
     s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("passes", help="list the optimization passes with their options")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_passes)
+
+    s = sub.add_parser("optimize", help="apply passes to a model and write the result")
+    s.add_argument("model")
+    s.add_argument("--passes", default=None, metavar="LIST",
+                   help="e.g. fuse,int8:calibration=entropy,prune-channels:ratio=0.3")
+    s.add_argument("--recipe", default=None, metavar="FILE", help="a recipe JSON file")
+    s.add_argument("--device", default="cpu", help="target device: cpu, cuda, tensorrt (defaults follow it)")
+    s.add_argument("--calib", default=None, metavar="DATA",
+                   help="calibration data: .npz, image folder, or sample:NAME:calib")
+    s.add_argument("--out", required=True, metavar="DIR")
+    s.add_argument("--force", action="store_true", help="replace a build already in DIR")
+    s.add_argument("--no-cache", action="store_true", help="build even if an identical build is cached")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_optimize)
+
+    s = sub.add_parser("cache", help="show or clear the build cache")
+    s.add_argument("action", nargs="?", default="info", choices=["info", "clear"])
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_cache)
 
     s = sub.add_parser("lab", help="launch JupyterLab on the workbench notebook (127.0.0.1)")
     s.add_argument("--port", type=int, default=8888)

@@ -132,7 +132,7 @@ class Pass(ABC):
         }
         self.validate()
 
-    def validate(self) -> None:
+    def validate(self) -> None:  # noqa: B027  (optional hook, not abstract)
         """Cross-option checks; raise UsageError."""
 
     def new_report(self, resolved: dict[str, Any] | None = None) -> PassReport:

@@ -58,11 +58,18 @@ _FUSE_RULES: dict[str, list[Any]] = {
 
 
 def _to_ir(model: onnx.ModelProto) -> ir.Model:
+    """To onnx-ir, with inferred shapes: several rules check ranks (e.g. MatMul+Add -> Gemm)."""
+    if model.ByteSize() < 2**31 - 1:
+        try:
+            model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        except Exception:  # noqa: BLE001  (rules that need shapes then decline, with their reason)
+            pass
     return ir.serde.deserialize_model(model)
 
 
 def _to_proto(model: ir.Model, like: onnx.ModelProto) -> onnx.ModelProto:
     out = ir.serde.serialize_model(model)
+    del out.graph.value_info[:]  # inferred for the rules; later passes may change shapes
     if not out.metadata_props and like.metadata_props:
         out.metadata_props.extend(like.metadata_props)
     return out
@@ -113,8 +120,9 @@ class FoldPass(Pass):
         removed = {op: before[op] - after.get(op, 0) for op in before if before[op] > after.get(op, 0)}
         if folded > 0:
             report.fused["constant-folding (nodes removed)"] = folded
-        if before.get("Identity", 0) > after.get("Identity", 0):
-            report.fused["identity-elimination"] = before["Identity"] - after.get("Identity", 0)
+        gone = sum(before.get(op, 0) - after.get(op, 0) for op in ("Identity", "Dropout"))
+        if gone > 0:
+            report.fused["identity/dropout elimination"] = gone
         report.metrics["ops_removed"] = removed
         report.modified = removed != {} or after != before
         return PassResult(out, report)
