@@ -12,7 +12,6 @@ import itertools
 import time
 
 from common import interleaved, machine_line, write_json
-
 from workbench import load_model
 from workbench.core.engines.ort_cpu import OrtCpuOptions, OrtCpuRunner
 from workbench.core.shapes import random_feeds, resolve_inputs, tensor_specs

@@ -13,8 +13,8 @@ import statistics
 import time
 
 import numpy as np
-from common import machine_line, write_json
 
+from common import machine_line, write_json
 from workbench import load_model
 from workbench.core.engines.ort_cpu import OrtCpuOptions, OrtCpuRunner
 from workbench.core.evaluation.latency import time_callable

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from conftest import audio_model, scalar_int32_model, text_model, tiny_cnn
 
 
@@ -121,8 +122,9 @@ def test_user_errors_exit_2_with_one_line(tmp_path, model_file):
 
 def test_generated_input_failure_names_the_input(model_file):
     """A Reshape whose target comes from an int64 input: random 0/1 values cannot reshape [6]."""
-    from conftest import make_model
     from onnx import TensorProto, helper
+
+    from conftest import make_model
 
     nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"])]
     proto = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6]),

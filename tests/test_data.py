@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import text_model, tiny_cnn
 from PIL import Image
 
+from conftest import text_model, tiny_cnn
 from workbench import evaluate, load_dataset, load_model, random_dataset
 from workbench.errors import DataError
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny_cnn
 
+from conftest import tiny_cnn
 from workbench import list_engines, load_model, make_runner
 from workbench.core.engines.ort_cpu import OrtCpuOptions, OrtCpuRunner
 from workbench.core.gpu import scan_gpus

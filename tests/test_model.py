@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import make_model, tiny_cnn
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import make_model, tiny_cnn
 from workbench import load_model
 from workbench.errors import ModelLoadError, ModelValidationError
 

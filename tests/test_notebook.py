@@ -13,8 +13,9 @@ from pathlib import Path
 import nbformat
 import pytest
 import requests
-from conftest import REPO
 from nbclient import NotebookClient
+
+from conftest import REPO
 
 NOTEBOOK = REPO / "notebooks" / "01_optimize_resnet.ipynb"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import scalar_int32_model, text_model, tiny_cnn
 
+from conftest import scalar_int32_model, text_model, tiny_cnn
 from workbench.core.shapes import (
     DEFAULT_DIM,
     parse_input_arg,

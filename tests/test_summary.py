@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from conftest import text_model, tiny_cnn
-
 from workbench import load_model, summarize
 
 
