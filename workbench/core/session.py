@@ -1,0 +1,344 @@
+"""An optimization session: one baseline, many builds, each measured against the baseline.
+
+This is the engine room of the notebook panel, with no UI in it, so the CLI, tests and notebooks
+drive the same object. Measurements are honest on a shared machine: a build's latency is measured
+interleaved with the baseline's (alternating chunks), and deltas are ratios from that same run.
+Accuracy is first measured on a subset, with a 95% Wilson interval, and can be refined to the
+full labeled set in the background; each record says which it holds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UsageError
+from .build import BuildResult, optimize, write_build
+from .cache import BuildCache
+from .evaluation.data import Dataset, load_dataset
+from .evaluation.latency import LatencyResult, time_callable
+from .evaluation.memory import track_peak_memory
+from .evaluation.metrics import FidelityAccumulator, topk_correct
+from .evaluation.run import make_runner
+from .model import Model, ModelSource, load_model
+from .passes.base import Progress
+from .passes.recipe import Recipe
+from .shapes import random_feeds, resolve_inputs, tensor_specs
+
+__all__ = ["Session", "BuildRecord", "Accuracy", "wilson_interval"]
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion (sound near 0 and 1, unlike the normal one)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass
+class Accuracy:
+    """Top-1 on labeled data (if any) and agreement with the baseline, on ``samples`` inputs."""
+
+    samples: int
+    full: bool  # True once measured on the whole labeled set
+    top1: float | None = None
+    top1_ci: tuple[float, float] | None = None
+    top1_agreement: float | None = None
+    cosine: float | None = None
+    max_abs: float | None = None
+
+
+@dataclass
+class BuildRecord:
+    """One build and its measurements."""
+
+    index: int
+    label: str
+    recipe: Recipe
+    device: str
+    model: Model
+    build: BuildResult | None  # None for the baseline
+    latency: LatencyResult | None = None
+    baseline_latency: LatencyResult | None = None  # measured interleaved with this one
+    accuracy: Accuracy | None = None
+    peak_memory_bytes: int | None = None
+    measured_at: float = field(default_factory=time.time)
+    error: str | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        return self.model.size_bytes
+
+    def row(self) -> dict[str, Any]:
+        a, lat = self.accuracy, self.latency
+        return {
+            "index": self.index, "label": self.label, "device": self.device,
+            "top1": a.top1 if a else None, "top1_samples": a.samples if a else None,
+            "top1_full": a.full if a else None, "top1_agreement": a.top1_agreement if a else None,
+            "cosine": a.cosine if a else None,
+            "p50_ms": lat.p50_ms if lat else None, "p99_ms": lat.p99_ms if lat else None,
+            "throughput": lat.throughput if lat else None,
+            "speedup_p50": (self.baseline_latency.p50_ms / lat.p50_ms)
+            if lat and self.baseline_latency else None,
+            "size_bytes": self.size_bytes, "peak_memory_bytes": self.peak_memory_bytes,
+            "build_s": self.build.wall_s if self.build else 0.0,
+            "cache_hit": self.build.cache_hit if self.build else None,
+            "fingerprint": self.model.fingerprint,
+        }
+
+
+class Session:
+    """Baseline plus builds of one model on one machine.
+
+    Example:
+        >>> s = Session("sample:resnet-fashion")
+        >>> rec = s.build("fuse")
+        >>> s.deltas(rec)["p50_ms"]["ratio"] > 0
+        True
+    """
+
+    def __init__(
+        self,
+        model: ModelSource,
+        *,
+        device: str = "cpu",
+        data: str | Dataset | None = None,
+        batch: int = 1,
+        threads: int | None = None,
+        latency_budget_s: float = 1.0,
+        quick_samples: int = 1000,
+        eval_batch: int = 250,
+        cache: BuildCache | None = None,
+    ) -> None:
+        self.source = load_model(model)
+        self.device = device
+        self.batch = batch
+        self.threads = threads
+        self.latency_budget_s = latency_budget_s
+        self.quick_samples = quick_samples
+        self.eval_batch = eval_batch
+        self.cache = cache if cache is not None else BuildCache()
+        self.data = self._data(data)
+        ins, _ = tensor_specs(self.source.proto.graph)
+        self.feeds = random_feeds(resolve_inputs(ins, batch=batch))
+        self.records: list[BuildRecord] = []
+        self._lock = threading.Lock()  # latency runs hold it; background accuracy waits
+        self._baseline_outputs: dict[int, np.ndarray] = {}  # samples -> baseline logits
+        self._baseline_acc: dict[int, Accuracy] = {}  # samples -> baseline accuracy
+        self._threads: list[threading.Thread] = []
+        self.baseline = self._record(self.source, Recipe(()), None, device)
+
+    # -- data ------------------------------------------------------------------------------------
+    def _data(self, data: str | Dataset | None) -> Dataset | None:
+        if isinstance(data, Dataset):
+            return data
+        try:
+            return load_dataset(data, self.source)
+        except Exception:  # noqa: BLE001  (no labeled data: fidelity-only on random inputs)
+            if data is not None:
+                raise
+            return None
+
+    def _record(self, model: Model, recipe: Recipe, build: BuildResult | None, device: str) -> BuildRecord:
+        rec = BuildRecord(len(self.records), recipe.label() if build else "baseline", recipe, device,
+                          model, build)
+        self.records.append(rec)
+        return rec
+
+    # -- building and measuring -------------------------------------------------------------------
+    def build(self, recipe: Recipe | str, *, device: str | None = None, progress: Progress | None = None,
+              measure: bool = True, refine: bool = False,
+              on_refined: Callable[[BuildRecord], None] | None = None) -> BuildRecord:
+        """Build ``recipe`` for ``device``, then measure it against the baseline."""
+        device = device or self.device
+        recipe = Recipe.parse(recipe) if isinstance(recipe, str) else recipe
+        if not recipe.passes:
+            raise UsageError("the recipe is empty", "toggle at least one pass (the baseline is record 0)")
+        result = optimize(self.source, recipe, device=device, cache=self.cache, progress=progress)
+        rec = self._record(result.model, result.recipe, result, device)
+        if measure:
+            self.measure(rec, progress=progress)
+            if refine:
+                self.refine_async(rec, on_refined)
+        return rec
+
+    def measure(self, rec: BuildRecord, *, progress: Progress | None = None) -> BuildRecord:
+        """Latency interleaved with the baseline, then accuracy on the quick subset."""
+        if self.baseline.latency is None and rec is not self.baseline:
+            self.measure(self.baseline, progress=progress)
+        self._measure_latency(rec, progress)
+        rec.accuracy = self._accuracy(rec.model, self.quick_samples, progress)
+        if rec is self.baseline and self.baseline.accuracy:
+            self.baseline.accuracy.top1_agreement, self.baseline.accuracy.cosine = 1.0, 1.0
+        return rec
+
+    def _measure_latency(self, rec: BuildRecord, progress: Progress | None) -> None:
+        opts = {"threads": self.threads} if self.threads else {}
+        chunks = 4
+        with self._lock, track_peak_memory() as mem:
+            runners = [make_runner(rec.model, rec.device, **opts)]
+            if rec is not self.baseline:
+                runners.append(make_runner(self.baseline.model, self.baseline.device, **opts))
+            for r in runners:
+                r.activate()
+            try:
+                fns = [r.prepare(self.feeds) for r in runners]
+                samples: list[list[float]] = [[] for _ in runners]
+                warm = 0
+                for c in range(chunks):  # alternate build / baseline chunks
+                    for i, fn in enumerate(fns if c % 2 == 0 else fns[::-1]):
+                        j = i if c % 2 == 0 else len(fns) - 1 - i
+                        res = time_callable(fn, batch=self.batch, warmup=3 if c == 0 else 1,
+                                            iterations=None, min_iterations=5,
+                                            time_budget_s=self.latency_budget_s / chunks / len(fns))
+                        samples[j].extend(res.samples_ms)
+                        warm = res.warmup
+                    if progress:
+                        progress("latency", c + 1, chunks)
+            finally:
+                for r in runners:
+                    r.deactivate()
+        results = [LatencyResult.from_samples(np.asarray(s) * 1e6, self.batch, warm, 0.0) for s in samples]
+        rec.latency = results[0]
+        rec.baseline_latency = results[1] if len(results) > 1 else results[0]
+        rec.peak_memory_bytes = mem.peak_bytes
+
+    def _accuracy(self, model: Model, samples: int | None, progress: Progress | None) -> Accuracy | None:
+        ds = self.data
+        if ds is None:
+            from .evaluation.data import random_dataset  # noqa: PLC0415
+
+            ds = random_dataset(self.source, min(samples or 200, 200))
+        n = len(ds) if samples is None else min(samples, len(ds))
+        opts = {"threads": self.threads} if self.threads else {}
+        runner = make_runner(model, self.device if model is not self.source else self.baseline.device, **opts)
+        outs, correct = [], 0
+        with runner:
+            done = 0
+            for feeds, labels in ds.batches(self.eval_batch, n):
+                with self._lock:
+                    logits = next(iter(runner.infer(feeds).values()))
+                outs.append(logits)
+                if labels is not None:
+                    correct += topk_correct(logits, labels, 1)
+                done += len(next(iter(feeds.values())))
+                if progress:
+                    progress("accuracy", min(done, n), n)
+        got = np.concatenate(outs) if outs[0].ndim else np.stack(outs)
+        if model is self.source:
+            self._baseline_outputs[n] = got
+        acc = Accuracy(samples=n, full=n == len(ds) and ds.labels is not None)
+        if ds.labels is not None:
+            acc.top1 = correct / n
+            acc.top1_ci = wilson_interval(correct, n)
+        ref = self._baseline_outputs.get(n)
+        if ref is None and model is not self.source:
+            self._accuracy(self.source, n, None)
+            ref = self._baseline_outputs[n]
+        if ref is not None and ref.shape == got.shape:
+            fid = FidelityAccumulator("logits")
+            fid.update(ref, got)
+            f = fid.result()
+            acc.top1_agreement, acc.cosine, acc.max_abs = f.top1_agreement, f.cosine, f.max_abs
+        if model is self.source:
+            self._baseline_acc[n] = acc
+        return acc
+
+    def refine(self, rec: BuildRecord, progress: Progress | None = None) -> BuildRecord:
+        """Accuracy on the whole labeled set (blocking); the baseline's too, once."""
+        if self.data is not None and len(self.data) not in self._baseline_acc:
+            self.baseline.accuracy = self._accuracy(self.source, None, None)
+        if rec is not self.baseline:
+            rec.accuracy = self._accuracy(rec.model, None, progress)
+        return rec
+
+    def refine_async(self, rec: BuildRecord,
+                     on_done: Callable[[BuildRecord], None] | None = None) -> threading.Thread:
+        """Refine in a background thread; latency runs pause it between batches."""
+        def work() -> None:
+            try:
+                self.refine(rec)
+            except Exception as e:  # noqa: BLE001  (shown on the record, never swallowed silently)
+                rec.error = f"accuracy refinement failed: {e}"
+            if on_done:
+                on_done(rec)
+
+        t = threading.Thread(target=work, daemon=True, name=f"refine-{rec.index}")
+        t.start()
+        self._threads.append(t)
+        return t
+
+    def wait(self, timeout: float | None = None) -> None:
+        for t in self._threads:
+            t.join(timeout)
+
+    # -- results ------------------------------------------------------------------------------------
+    def deltas(self, rec: BuildRecord) -> dict[str, dict[str, Any]]:
+        """Per metric: baseline, current, delta, ratio and whether the change is an improvement."""
+        base = self.baseline
+        out: dict[str, dict[str, Any]] = {}
+
+        def add(name: str, b: float | None, c: float | None, higher_is_better: bool) -> None:
+            if b is None or c is None:
+                return
+            ratio = (c / b) if b else None
+            out[name] = {"baseline": b, "current": c, "delta": c - b, "ratio": ratio,
+                         "better": (c > b) if higher_is_better else (c < b), "same": c == b}
+
+        if rec.latency and rec.baseline_latency:
+            add("p50_ms", rec.baseline_latency.p50_ms, rec.latency.p50_ms, False)
+            add("p99_ms", rec.baseline_latency.p99_ms, rec.latency.p99_ms, False)
+            add("throughput", rec.baseline_latency.throughput, rec.latency.throughput, True)
+        if rec.accuracy:
+            ba = self._baseline_acc.get(rec.accuracy.samples)  # same samples, same images
+            add("top1", ba.top1 if ba else None, rec.accuracy.top1, True)
+            add("top1_agreement", 1.0, rec.accuracy.top1_agreement, True)
+        add("size_bytes", float(base.size_bytes), float(rec.size_bytes), False)
+        add("peak_memory_bytes", base.peak_memory_bytes, rec.peak_memory_bytes, False)
+        return out
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [r.row() for r in self.records]
+
+    def export_history(self, path: str | Path | None = None, fmt: str = "csv") -> str:
+        """The history table as CSV or JSON text; also written to ``path`` if given."""
+        rows = self.rows()
+        if fmt == "json":
+            text = json.dumps(rows, indent=2, default=str)
+        elif fmt == "csv":
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+            text = buf.getvalue()
+        else:
+            raise UsageError(f"unknown format {fmt!r}", "use csv or json")
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def export(self, rec: BuildRecord, out_dir: str | Path, force: bool = False) -> Path:
+        if rec.build is None:
+            raise UsageError("the baseline is the original model", "build a recipe, then export it")
+        return write_build(rec.build, out_dir, force=force)
+
+    def best(self, max_top1_drop: float = 0.01) -> BuildRecord | None:
+        """The fastest measured build whose top-1 is within ``max_top1_drop`` of the baseline."""
+        base = self.baseline.accuracy.top1 if self.baseline.accuracy else None
+        ok = [r for r in self.records[1:] if r.latency and r.accuracy and (
+            base is None or r.accuracy.top1 is None or r.accuracy.top1 >= base - max_top1_drop)]
+        return min(ok, key=lambda r: r.latency.p50_ms / r.baseline_latency.p50_ms, default=None)  # type: ignore[union-attr]

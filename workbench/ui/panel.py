@@ -1,0 +1,375 @@
+"""The workbench panel: ipywidgets over :class:`workbench.core.session.Session`.
+
+Callbacks are thin: read the controls, call one core function, render the result. Everything the
+mouse can do is a method too (``enable``, ``disable``, ``build``, ``rows``, ``export``), so
+notebooks and tests drive the same object.
+"""
+
+from __future__ import annotations
+
+import html
+import traceback
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from ..core.engines.registry import list_engines
+from ..core.model import load_model
+from ..core.passes.base import Option
+from ..core.passes.recipe import PassSpec, Recipe
+from ..core.passes.registry import all_passes
+from ..core.samples import SAMPLES
+from ..core.session import BuildRecord, Session
+from ..core.summary import summarize
+from ..errors import WorkbenchError
+from .figures import BAD, GOOD, delta_bars, latency_distribution, pareto
+from .graph import graph_figure
+from .netron_view import NetronServer
+
+__all__ = ["Workbench"]
+
+_DEVICE_OF = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-tensorrt": "ort-tensorrt", "tensorrt": "tensorrt"}
+
+
+def _option_widget(o: Option) -> W.Widget:
+    style = {"description_width": "initial"}
+    layout = W.Layout(width="auto")
+    if o.choices:
+        return W.Dropdown(options=list(o.choices), value=o.default, description=o.name, style=style,
+                          layout=layout, tooltip=o.help)
+    if o.type is bool:
+        return W.Checkbox(value=bool(o.default), description=o.name, indent=False, tooltip=o.help,
+                          layout=layout)
+    if o.type is int:
+        return W.IntText(value=o.default, description=o.name, style=style, layout=W.Layout(width="150px"))
+    if o.type is float:
+        return W.FloatText(value=o.default, description=o.name, style=style, layout=W.Layout(width="160px"))
+    value = "+".join(o.default) if isinstance(o.default, list) else ("" if o.default is None else str(o.default))
+    return W.Text(value=value, description=o.name, placeholder="a+b" if o.type is list else "",
+                  style=style, layout=W.Layout(width="260px"))
+
+
+class Workbench:
+    """``Workbench("sample:resnet-fashion")`` in a notebook cell shows the panel."""
+
+    def __init__(self, model: str = "sample:resnet-fashion", *, threads: int | None = None,
+                 batch: int = 1, quick_samples: int = 1000, auto_build: bool = False,
+                 refine: bool = True, measure_baseline: bool = True) -> None:
+        self.threads, self.batch, self.quick_samples = threads, batch, quick_samples
+        self.session: Session | None = None
+        self.current: BuildRecord | None = None
+        self.netron = NetronServer()
+        self._building = False
+        self._build_ui(model, auto_build, refine)
+        self.load(model, measure=measure_baseline)
+
+    # -- layout ---------------------------------------------------------------------------------
+    def _build_ui(self, model: str, auto_build: bool, refine: bool) -> None:
+        samples = [f"sample:{n}" for n in SAMPLES]
+        self.w_model = W.Combobox(value=model, options=samples, description="Model",
+                                  placeholder="sample:NAME or a path to .onnx", layout=W.Layout(width="420px"))
+        self.w_upload = W.FileUpload(accept=".onnx", multiple=False, description="Upload .onnx")
+        self.w_load = W.Button(description="Load", icon="folder-open")
+        self.w_summary = W.HTML()
+        self.w_load.on_click(lambda _: self._guard(lambda: self.load(self.w_model.value)))
+        self.w_upload.observe(lambda _: self._guard(self._load_upload), names="value")
+
+        self.w_devices: dict[str, W.ToggleButton] = {}
+        notes = []
+        for e in list_engines():
+            b = W.ToggleButton(description=e.name, value=e.name == "ort-cpu", disabled=not e.available,
+                               tooltip=e.reason, layout=W.Layout(width="auto"))
+            b.observe(self._device_clicked, names="value")
+            self.w_devices[e.name] = b
+            if not e.available:
+                notes.append(f"<li><span style='color:#9e9e9e'>{html.escape(e.name)}</span>: "
+                             f"{html.escape(e.reason)}</li>")
+        self.w_device_notes = W.HTML("<ul style='margin:0;font-size:90%'>" + "".join(notes) + "</ul>")
+
+        self.w_passes: dict[str, tuple[W.ToggleButton, dict[str, W.Widget]]] = {}
+        rows = []
+        for name, cls in all_passes().items():
+            t = W.ToggleButton(description=name, value=False, tooltip=cls.summary,
+                               layout=W.Layout(width="150px"))
+            opts = {o.name: _option_widget(o) for o in cls.options}
+            t.observe(self._changed, names="value")
+            for w in opts.values():
+                w.observe(self._changed, names="value")
+            self.w_passes[name] = (t, opts)
+            rows.append(W.HBox([t, W.HBox(list(opts.values()), layout=W.Layout(flex_flow="row wrap"))]))
+        self.w_build = W.Button(description="Build & measure", button_style="primary", icon="play")
+        self.w_build.on_click(lambda _: self._guard(self.build))
+        self.w_auto = W.Checkbox(value=auto_build, description="build on every change", indent=False)
+        self.w_refine = W.Checkbox(value=refine, description="refine accuracy to the full set in the background",
+                                   indent=False)
+        self.w_progress = W.IntProgress(min=0, max=1, value=0, layout=W.Layout(width="300px"))
+        self.w_stage = W.Label("")
+        self.w_error = W.HTML()
+        self.w_trace = W.Output()
+
+        self.w_deltas = W.HTML()
+        self.fig_deltas = go.FigureWidget(delta_bars({}))
+        self.fig_latency = go.FigureWidget(latency_distribution({}))
+        self.fig_pareto = go.FigureWidget(pareto([]))
+        self.w_history = W.HTML()
+        self.w_hist_path = W.Text(value="history.csv", description="history file",
+                                  layout=W.Layout(width="320px"))
+        self.w_hist_csv = W.Button(description="Export CSV")
+        self.w_hist_json = W.Button(description="Export JSON")
+        self.w_hist_csv.on_click(lambda _: self._guard(lambda: self.export_history(self.w_hist_path.value, "csv")))
+        self.w_hist_json.on_click(lambda _: self._guard(
+            lambda: self.export_history(str(Path(self.w_hist_path.value).with_suffix(".json")), "json")))
+        self.w_export_dir = W.Text(value="exported_build", description="export folder",
+                                   layout=W.Layout(width="320px"))
+        self.w_export = W.Button(description="Export current build", icon="download")
+        self.w_export.on_click(lambda _: self._guard(lambda: self.export(self.w_export_dir.value, force=True)))
+        self.w_export_msg = W.HTML()
+
+        self.fig_graph = go.FigureWidget()
+        self.w_netron = W.HTML("<i>Click 'Show in Netron' to open the current model in Netron "
+                               "(served on 127.0.0.1).</i>")
+        self.w_netron_btn = W.Button(description="Show in Netron")
+        self.w_netron_btn.on_click(lambda _: self._guard(self.show_netron))
+
+        graph_tabs = W.Tab([W.VBox([self.fig_graph]), W.VBox([self.w_netron_btn, self.w_netron])])
+        graph_tabs.set_title(0, "Graph (workbench)")
+        graph_tabs.set_title(1, "Netron")
+        self.widget = W.VBox([
+            W.HTML("<h3 style='margin:4px 0'>Inference workbench</h3>"),
+            W.HBox([self.w_model, self.w_load, self.w_upload]), self.w_summary,
+            W.HTML("<b>Device</b>"), W.HBox(list(self.w_devices.values())), self.w_device_notes,
+            W.HTML("<b>Passes</b> (applied top to bottom)"), *rows,
+            W.HBox([self.w_build, self.w_auto, self.w_refine]),
+            W.HBox([self.w_progress, self.w_stage]), self.w_error, self.w_trace,
+            W.HTML("<b>Results against the baseline</b>"), self.w_deltas,
+            W.HBox([self.fig_deltas, self.fig_latency]), self.fig_pareto,
+            W.HTML("<b>History</b>"), self.w_history, W.HBox([self.w_hist_path, self.w_hist_csv, self.w_hist_json]),
+            W.HBox([self.w_export_dir, self.w_export]), self.w_export_msg,
+            graph_tabs,
+        ])
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display  # noqa: PLC0415
+
+        display(self.widget)
+
+    # -- errors and progress --------------------------------------------------------------------
+    def _guard(self, fn: Any) -> Any:
+        """Run a callback; user errors show as a message, bugs as their traceback (never hidden)."""
+        self.w_error.value = ""
+        self.w_trace.clear_output()
+        try:
+            return fn()
+        except WorkbenchError as e:
+            self.w_error.value = f"<div class='wb-error' style='color:{BAD}'>error: {html.escape(str(e))}</div>"
+        except Exception:  # noqa: BLE001  (a bug: show it in full)
+            self.w_error.value = f"<div class='wb-error' style='color:{BAD}'>internal error (traceback below)</div>"
+            with self.w_trace:
+                traceback.print_exc()
+        finally:
+            self._building = False
+        return None
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        self.w_progress.max = max(total, 1)
+        self.w_progress.value = min(done, total)
+        self.w_stage.value = f"{stage}: {done}/{total}"
+
+    # -- model and device -----------------------------------------------------------------------
+    def load(self, model: str, measure: bool = True) -> None:
+        """Load a model (sample name or path) and measure its baseline."""
+        m = load_model(model)
+        s = summarize(m)
+        note = "<br><b style='color:#c62828'>random weights: latency only, accuracy means nothing</b>" \
+            if s.latency_only else ""
+        ins = ", ".join(f"{t.name} {t.dtype} {list(t.shape or [])}" for t in s.inputs)
+        self.w_summary.value = (
+            f"<div class='wb-summary'><b>{html.escape(s.name)}</b>: {html.escape(ins)}; "
+            f"{s.nodes} nodes, {s.params / 1e6:.2f} M params, {s.macs / 1e6:.1f} M MACs, "
+            f"{s.size_bytes / 1e6:.2f} MB{note}</div>")
+        self.session = Session(m, device=self.device, batch=self.batch, threads=self.threads,
+                               quick_samples=self.quick_samples)
+        self.current = None
+        if measure:
+            self._stage("measuring the baseline")
+            self.session.measure(self.session.baseline, progress=self._progress)
+        self._render()
+
+    def _load_upload(self) -> None:
+        files = self.w_upload.value
+        if not files:
+            return
+        f = files[0]
+        path = Path.cwd() / "uploaded_models" / Path(f["name"]).name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(bytes(f["content"]))
+        self.w_model.value = str(path)
+        self.load(str(path))
+
+    @property
+    def device(self) -> str:
+        for name, b in getattr(self, "w_devices", {}).items():
+            if b.value:
+                return _DEVICE_OF[name]
+        return "cpu"
+
+    def _device_clicked(self, change: dict) -> None:
+        if change["new"]:
+            for b in self.w_devices.values():
+                if b is not change["owner"]:
+                    b.value = False
+
+    def select_device(self, engine: str) -> None:
+        b = self.w_devices[engine]
+        if b.disabled:
+            raise WorkbenchError(f"{engine} is not available here: {b.tooltip}")
+        b.value = True
+
+    # -- passes and recipe ----------------------------------------------------------------------
+    def enable(self, name: str, **options: Any) -> None:
+        """Turn a pass on, with options (as the CLI spells them)."""
+        if name not in self.w_passes:
+            raise WorkbenchError(f"unknown pass {name!r}", f"passes are: {', '.join(self.w_passes)}")
+        toggle, widgets = self.w_passes[name]
+        for k, v in options.items():
+            if k not in widgets:
+                raise WorkbenchError(f"{name}: unknown option {k!r}", f"options are: {', '.join(widgets)}")
+            widgets[k].value = "+".join(v) if isinstance(v, list) else v
+        toggle.value = True
+
+    def disable(self, name: str) -> None:
+        self.w_passes[name][0].value = False
+
+    @property
+    def recipe(self) -> Recipe:
+        specs = []
+        for name, (toggle, widgets) in self.w_passes.items():
+            if toggle.value:
+                opts = {k: w.value for k, w in widgets.items() if not (isinstance(w, W.Text) and w.value == "")}
+                specs.append(PassSpec(name, opts))
+        return Recipe(tuple(specs))
+
+    def _changed(self, _: dict) -> None:
+        if self.w_auto.value and not self._building and self.recipe.passes:
+            self._guard(self.build)
+
+    # -- build and results ----------------------------------------------------------------------
+    def _stage(self, text: str) -> None:
+        self.w_stage.value = text
+
+    def build(self) -> BuildRecord:
+        """Build the current recipe for the selected device and measure it."""
+        assert self.session is not None
+        self._building = True
+        recipe = self.recipe
+        recipe.instantiate()  # option errors before any work
+        rec = self.session.build(recipe, device=self.device, progress=self._progress, measure=True)
+        self.current = rec
+        self._render()
+        if self.w_refine.value and self.session.data is not None:
+            self._stage("refining accuracy on the full set in the background")
+            self.session.refine_async(rec, on_done=lambda r: self._render())
+        else:
+            self._stage("done")
+        return rec
+
+    def wait(self) -> None:
+        """Block until background accuracy refinement is done."""
+        if self.session:
+            self.session.wait()
+        self._render()
+
+    def rows(self) -> list[dict[str, Any]]:
+        return self.session.rows() if self.session else []
+
+    def export_history(self, path: str, fmt: str = "csv") -> Path:
+        assert self.session is not None
+        self.session.export_history(path, fmt)
+        self.w_export_msg.value = f"history written to <code>{html.escape(str(path))}</code>"
+        return Path(path)
+
+    def export(self, folder: str, force: bool = False) -> Path:
+        assert self.session is not None
+        if self.current is None:
+            raise WorkbenchError("nothing built yet", "build a recipe first")
+        p = self.session.export(self.current, folder, force=force)
+        self.w_export_msg.value = f"exported <code>{html.escape(str(p))}</code> and manifest.json"
+        return p
+
+    def show_netron(self) -> str:
+        rec = self.current or (self.session.baseline if self.session else None)
+        if rec is None:
+            return ""
+        self.netron.show(rec.model.proto.SerializeToString(), f"build{rec.index}.onnx")
+        self.w_netron.value = self.netron.iframe()
+        return self.netron.url
+
+    def close(self) -> None:
+        self.netron.stop()
+        self.widget.close()
+
+    def _render(self) -> None:
+        s = self.session
+        if s is None:
+            return
+        rec = self.current
+        if rec is not None:
+            d = s.deltas(rec)
+            self.w_deltas.value = self._deltas_html(rec, d)
+            with self.fig_deltas.batch_update():
+                self._replace(self.fig_deltas, delta_bars(d))
+        series = {"baseline": (rec.baseline_latency if rec else s.baseline.latency)}
+        if rec is not None:
+            series[f"#{rec.index}"] = rec.latency
+        self._replace(self.fig_latency, latency_distribution(
+            {k: v.samples_ms for k, v in series.items() if v is not None}))
+        self._replace(self.fig_pareto, pareto(s.rows(), current=rec.index if rec else None))
+        self.w_history.value = self._history_html(s.rows(), rec.index if rec else None)
+        target = rec or s.baseline
+        self._replace(self.fig_graph, graph_figure(target.model, target.build.reports if target.build else [],
+                                                   s.baseline.model if rec else None))
+
+    @staticmethod
+    def _replace(fw: go.FigureWidget, fig: go.Figure) -> None:
+        with fw.batch_update():
+            fw.data = []
+            fw.add_traces(list(fig.data))
+            fw.layout = fig.layout
+
+    @staticmethod
+    def _deltas_html(rec: BuildRecord, d: dict[str, dict[str, Any]]) -> str:
+        a = rec.accuracy
+        which = ("full labeled set" if a.full else f"subset of {a.samples}") if a else "n/a"
+        ci = f" (95% CI {a.top1_ci[0]:.4f}-{a.top1_ci[1]:.4f})" if a and a.top1_ci else ""
+        cells = []
+        for key, v in d.items():
+            color = "#616161" if v["same"] else GOOD if v["better"] else BAD
+            if key in ("top1", "top1_agreement"):
+                change = f"{100 * v['delta']:+.2f} pt"
+                cur = f"{v['current']:.4f}"
+            elif key.endswith("bytes"):
+                change = f"{100 * (v['ratio'] - 1):+.1f}%"
+                cur = f"{v['current'] / 1e6:.2f} MB"
+            else:
+                change = f"x{v['ratio']:.2f}" if key != "throughput" else f"x{v['ratio']:.2f}"
+                cur = f"{v['current']:.3f}"
+            cells.append(f"<tr><td>{key}</td><td>{cur}</td><td class='wb-delta' data-metric='{key}' "
+                         f"style='color:{color};font-weight:bold'>{change}</td></tr>")
+        err = f"<div style='color:{BAD}'>{html.escape(rec.error)}</div>" if rec.error else ""
+        return (f"<div class='wb-results'><b>#{rec.index} {html.escape(rec.label)}</b> on {rec.device}; "
+                f"accuracy on the {which}{ci}; latency interleaved with the baseline in the same run."
+                f"<table><tr><th>metric</th><th>now</th><th>vs baseline</th></tr>{''.join(cells)}</table>{err}</div>")
+
+    @staticmethod
+    def _history_html(rows: list[dict[str, Any]], current: int | None) -> str:
+        def f(v: Any, fmt: str) -> str:
+            return "-" if v is None else format(v, fmt)
+        body = "".join(
+            f"<tr style='{'background:#fff3e0' if r['index'] == current else ''}'><td>{r['index']}</td>"
+            f"<td>{html.escape(r['label'])}</td><td>{f(r['top1'], '.4f')}"
+            f"{'' if r['top1_full'] else ' *'}</td><td>{f(r['p50_ms'], '.3f')}</td><td>{f(r['speedup_p50'], '.2f')}</td>"
+            f"<td>{r['size_bytes'] / 1e6:.2f}</td></tr>" for r in rows)
+        return ("<table class='wb-history'><tr><th>#</th><th>recipe</th><th>top-1</th><th>p50 ms</th>"
+                f"<th>speed-up</th><th>MB</th></tr>{body}</table><small>* on the quick subset</small>")
