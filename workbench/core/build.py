@@ -101,8 +101,10 @@ def optimize(
     cache = cache if cache is not None else BuildCache()
     key = cache_key(src.fingerprint, resolved.to_dict(), device, calib_info and calib_info["hash"])
     hit = cache.get(key)
+    label = f"{src.name}+{resolved.label()}"
     if hit is not None:
         built = load_model(hit.model_path, check=False)
+        built = Model(built.proto, label, None, built.fingerprint, built.size_bytes)
         reports = [PassReport(**r) for r in hit.manifest.get("reports", [])]
         return BuildResult(built, src, resolved, device, reports, key, True,
                            time.perf_counter() - t0, calib_info)
@@ -120,8 +122,7 @@ def optimize(
     if src.metadata and not proto.metadata_props:
         proto.metadata_props.extend(src.proto.metadata_props)
     built = load_model(proto)
-    built = Model(built.proto, f"{src.name}+{resolved.label()}", None, built.fingerprint,
-                  built.proto.ByteSize())
+    built = Model(built.proto, label, None, built.fingerprint, built.proto.ByteSize())
     result = BuildResult(built, src, resolved, device, reports, key, False,
                          time.perf_counter() - t0, calib_info)
     cache.put(key, built.proto.SerializeToString(), result.manifest())

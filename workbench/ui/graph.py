@@ -57,17 +57,32 @@ def _weight_sig(g: onnx.GraphProto, node: onnx.NodeProto, inits: dict[str, onnx.
 
 
 def diff_graphs(base: onnx.ModelProto, cur: onnx.ModelProto) -> GraphDiff:
-    """Nodes added, removed and changed (other op, inputs or weights) between two models, by name."""
+    """Nodes added, removed and changed (other op, inputs or weights) between two models.
+
+    Rewriters often rename what they touch, so nodes are matched by name first, then by op type
+    and data input (a Conv that absorbed a BatchNorm), then by output tensor (a node replaced by
+    another op that writes the same tensor).
+    """
     b, c = _names(base.graph), _names(cur.graph)
     bi = {t.name: t for t in base.graph.initializer}
     ci = {t.name: t for t in cur.graph.initializer}
-    d = GraphDiff(added=[n for n in c if n not in b], removed=[n for n in b if n not in c])
-    for name in c:
-        if name in b:
-            x, y = b[name], c[name]
-            if x.op_type != y.op_type or list(x.input) != list(y.input) or \
-                    _weight_sig(base.graph, x, bi) != _weight_sig(cur.graph, y, ci):
-                d.changed.append(name)
+    match = {n: n for n in c if n in b}
+    free = [n for n in b if n not in match.values()]
+    for keyf in (lambda n: (n.op_type, n.input[0] if n.input else ""),
+                 lambda n: ("out", n.output[0] if n.output else "")):
+        index: dict[tuple, list[str]] = defaultdict(list)
+        for n in free:
+            index[keyf(b[n])].append(n)
+        for name in c:
+            if name not in match and index.get(keyf(c[name])):
+                match[name] = index[keyf(c[name])].pop(0)
+        free = [n for n in b if n not in match.values()]
+    d = GraphDiff(added=[n for n in c if n not in match], removed=free)
+    for name, old in match.items():
+        x, y = b[old], c[name]
+        if x.op_type != y.op_type or list(x.input) != list(y.input) or \
+                _weight_sig(base.graph, x, bi) != _weight_sig(cur.graph, y, ci):
+            d.changed.append(name)
     d.removed_ops = dict(Counter(b[n].op_type for n in d.removed))
     d.added_ops = dict(Counter(c[n].op_type for n in d.added))
     return d

@@ -168,8 +168,6 @@ class Workbench:
             self.w_error.value = f"<div class='wb-error' style='color:{BAD}'>internal error (traceback below)</div>"
             with self.w_trace:
                 traceback.print_exc()
-        finally:
-            self._building = False
         return None
 
     def _progress(self, stage: str, done: int, total: int) -> None:
@@ -262,10 +260,13 @@ class Workbench:
     def build(self) -> BuildRecord:
         """Build the current recipe for the selected device and measure it."""
         assert self.session is not None
-        self._building = True
         recipe = self.recipe
         recipe.instantiate()  # option errors before any work
-        rec = self.session.build(recipe, device=self.device, progress=self._progress, measure=True)
+        self._building = True  # option changes made while building do not start another build
+        try:
+            rec = self.session.build(recipe, device=self.device, progress=self._progress, measure=True)
+        finally:
+            self._building = False
         self.current = rec
         self._render()
         if self.w_refine.value and self.session.data is not None:

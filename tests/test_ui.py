@@ -1,0 +1,148 @@
+"""The panel, driven in-process as a user would: toggles, options, build, results, export."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from workbench.core.session import Session, wilson_interval
+from workbench.ui import Workbench
+from workbench.ui.figures import delta_bars, pareto
+from workbench.ui.graph import diff_graphs, graph_figure
+
+
+@pytest.fixture(scope="module")
+def panel(tmp_path_factory):
+    w = Workbench("sample:resnet-fashion", threads=2, quick_samples=300, refine=False)
+    yield w
+    w.close()
+
+
+def test_baseline_is_measured_on_load(panel):
+    rows = panel.rows()
+    assert rows[0]["label"] == "baseline" and rows[0]["p50_ms"] > 0
+    assert rows[0]["top1"] > 0.9 and rows[0]["top1_samples"] == 300
+    assert "sample:resnet-fashion" in panel.w_summary.value and "M MACs" in panel.w_summary.value
+
+
+def test_toggle_build_and_deltas(panel):
+    panel.enable("fuse")
+    assert panel.recipe.passes[0].name == "fuse"
+    rec = panel.build()
+    assert panel.current is rec and rec.index == len(panel.rows()) - 1
+    assert "wb-delta" in panel.w_deltas.value and "p50_ms" in panel.w_deltas.value
+    assert "subset of 300" in panel.w_deltas.value
+    assert rec.accuracy.top1_agreement == 1.0  # fusion keeps the predictions
+    # Figures were redrawn from the results.
+    assert {t.name for t in panel.fig_pareto.data} >= {"builds"}
+    assert len(panel.fig_pareto.data[-1].x) == 2  # baseline and the build
+    assert panel.fig_deltas.data[0].y  # one bar per metric
+    assert any(t.name == "fused" for t in panel.fig_graph.data)
+    assert "BatchNormalization x20" in panel.fig_graph.layout.title.text  # folded away
+    panel.disable("fuse")
+
+
+def test_errors_show_in_the_panel_not_as_exceptions(panel):
+    panel.enable("fuse")
+    panel.w_passes["fuse"][1]["ort_fusions"].value = True
+    panel.w_devices["ort-cpu"].value = True
+    # An unknown sample: a user error, shown as a message.
+    panel._guard(lambda: panel.load("sample:nope"))
+    assert "no sample named" in panel.w_error.value
+    panel.w_passes["fuse"][1]["ort_fusions"].value = False
+    panel.disable("fuse")
+    with pytest.raises(Exception, match="unknown pass"):
+        panel.enable("nope")
+
+
+def test_unavailable_devices_are_greyed_with_a_reason(panel):
+    for name, b in panel.w_devices.items():
+        if name != "ort-cpu" and b.disabled:
+            assert b.tooltip  # the registry's reason
+            assert name in panel.w_device_notes.value
+    assert not panel.w_devices["ort-cpu"].disabled
+
+
+def test_history_export_and_build_export(panel, tmp_path):
+    panel.enable("fold")
+    panel.build()
+    panel.disable("fold")
+    csv_path = panel.export_history(str(tmp_path / "h.csv"), "csv")
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith("index,label") and len(lines) == len(panel.rows()) + 1
+    j = json.loads(panel.session.export_history(fmt="json"))
+    assert j[-1]["label"].startswith("fold")
+    model = panel.export(str(tmp_path / "out"))
+    manifest = json.loads((model.parent / "manifest.json").read_text())
+    assert manifest["recipe"]["passes"][0]["pass"] == "fold"
+
+
+def test_auto_build_on_toggle(panel):
+    n = len(panel.rows())
+    panel.w_auto.value = True
+    try:
+        panel.enable("fuse")  # the toggle itself triggers a build
+    finally:
+        panel.w_auto.value = False
+        panel.disable("fuse")
+    assert len(panel.rows()) == n + 1
+
+
+def test_netron_serves_on_loopback(panel):
+    url = panel.show_netron()
+    assert url.startswith("http://127.0.0.1:")
+    assert urllib.request.urlopen(url, timeout=10).status == 200
+    assert "<iframe" in panel.w_netron.value
+    panel.netron.stop()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=3)
+
+
+def test_session_refinement_and_best(tmp_path):
+    from workbench import load_dataset, load_model
+
+    full = load_dataset(None, load_model("sample:resnet-fashion"))
+    subset = type(full)({k: v[:1000] for k, v in full.inputs.items()}, full.labels[:1000], "first 1000")
+    s = Session("sample:resnet-fashion", data=subset, threads=1, quick_samples=200, latency_budget_s=0.4)
+    s.measure(s.baseline)
+    rec = s.build("fuse")
+    assert not rec.accuracy.full and rec.accuracy.samples == 200
+    t = s.refine_async(rec)
+    t.join(300)
+    assert rec.accuracy.full and rec.accuracy.samples == 1000
+    assert s.deltas(rec)["top1"]["baseline"] == s.baseline.accuracy.top1
+    assert s.baseline.accuracy.samples == 1000
+    assert s.best(max_top1_drop=0.01) is rec
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(950, 1000)
+    assert 0.934 < lo < 0.95 < hi < 0.963
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+
+
+def test_figures_are_pure():
+    fig = delta_bars({"p50_ms": {"ratio": 0.5, "delta": -1, "better": True, "same": False},
+                      "top1": {"ratio": 0.99, "delta": -0.004, "better": False, "same": False}})
+    assert list(fig.data[0].y) == ["p50 latency", "top-1"]
+    assert fig.data[0].text == ("-50.0%", "-0.40 pt")
+    rows = [{"index": 0, "label": "a", "p50_ms": 2.0, "top1": 0.9, "size_bytes": 10},
+            {"index": 1, "label": "b", "p50_ms": 1.0, "top1": 0.95, "size_bytes": 5},
+            {"index": 2, "label": "c", "p50_ms": 3.0, "top1": 0.8, "size_bytes": 5}]
+    fig = pareto(rows, current=1)
+    assert list(fig.data[0].x) == [1.0]  # b dominates a and c
+
+
+def test_graph_diff_and_figure():
+    from workbench import load_model
+    from workbench.core.build import optimize
+
+    base = load_model("sample:resnet-fashion")
+    res = optimize(base, "fuse")
+    d = diff_graphs(base.proto, res.model.proto)
+    assert d.removed_ops.get("BatchNormalization") == 20 and len(d.changed) >= 20
+    fig = graph_figure(res.model, res.reports, base)
+    statuses = {t.name for t in fig.data if t.name}
+    assert "fused" in statuses
