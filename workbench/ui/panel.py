@@ -39,6 +39,9 @@ def _option_widget(o: Option) -> W.Widget:
     if o.choices:
         return W.Dropdown(options=list(o.choices), value=o.default, description=o.name, style=style,
                           layout=layout, tooltip=o.help)
+    if o.type is bool and o.default is None:  # tri-state: None lets the pass decide
+        return W.Dropdown(options=[("auto", None), ("true", True), ("false", False)], value=None,
+                          description=o.name, style=style, layout=layout, tooltip=o.help)
     if o.type is bool:
         return W.Checkbox(value=bool(o.default), description=o.name, indent=False, tooltip=o.help,
                           layout=layout)
@@ -245,7 +248,8 @@ class Workbench:
         specs = []
         for name, (toggle, widgets) in self.w_passes.items():
             if toggle.value:
-                opts = {k: w.value for k, w in widgets.items() if not (isinstance(w, W.Text) and w.value == "")}
+                opts = {k: w.value for k, w in widgets.items()
+                        if w.value is not None and not (isinstance(w, W.Text) and w.value == "")}
                 specs.append(PassSpec(name, opts))
         return Recipe(tuple(specs))
 
