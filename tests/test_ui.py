@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 import pytest
@@ -79,15 +80,20 @@ def test_history_export_and_build_export(panel, tmp_path):
     assert manifest["recipe"]["passes"][0]["pass"] == "fold"
 
 
-def test_auto_build_on_toggle(panel):
+def test_auto_build_on_toggle_and_instant_reuse(panel):
     n = len(panel.rows())
     panel.w_auto.value = True
     try:
-        panel.enable("fuse")  # the toggle itself triggers a build
+        panel.enable("fold", slim=True)  # the toggle itself triggers a build
+        assert len(panel.rows()) == n + 1 and panel.current.index == n
+        panel.disable("fold")  # an empty recipe builds nothing
+        t0 = time.perf_counter()
+        panel.enable("fold")  # built before in this session: its results come back at once
+        assert time.perf_counter() - t0 < 0.5
+        assert len(panel.rows()) == n + 1 and panel.current.index == n
     finally:
         panel.w_auto.value = False
-        panel.disable("fuse")
-    assert len(panel.rows()) == n + 1
+        panel.disable("fold")
 
 
 def test_netron_serves_on_loopback(panel):

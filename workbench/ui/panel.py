@@ -273,7 +273,7 @@ class Workbench:
             self._building = False
         self.current = rec
         self._render()
-        if self.w_refine.value and self.session.data is not None:
+        if self.w_refine.value and self.session.data is not None and rec.accuracy and not rec.accuracy.full:
             self._stage("refining accuracy on the full set in the background")
             self.session.refine_async(rec, on_done=lambda r: self._render())
         else:
