@@ -1,12 +1,14 @@
 """Recipes: an ordered list of passes with options, parsed from a CLI list or saved as JSON.
 
 CLI grammar: ``PASS[:KEY=VALUE[:KEY=VALUE...]][,PASS...]``; list values are joined with ``+``.
-Example: ``fuse,int8:calibration=entropy:exclude=conv1+fc,prune-channels:ratio=0.3``.
+Example: ``fuse,int8:calibration=entropy:exclude=conv1+fc,prune-channels:ratio=0.3``. A colon
+starts an option only when ``KEY=`` follows it, so ``prune-2:4`` is a pass name.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,15 @@ class Recipe:
         for part in (p.strip() for p in text.split(",")):
             if not part:
                 raise UsageError(f"empty pass in {text!r}", "separate passes with single commas")
-            name, *opts = part.split(":")
+            # Split only at colons that start KEY=VALUE, so pass names may contain ':' (prune-2:4).
+            name, *opts = re.split(r":(?=[A-Za-z_][\w-]*=)", part)
+            if ":" in name:
+                from .registry import all_passes  # noqa: PLC0415
+
+                base, rest = name.split(":", 1)
+                if name not in all_passes() and base in all_passes():
+                    raise UsageError(f"option {rest!r} of pass {base!r} has no value",
+                                     "write options as PASS:KEY=VALUE")
             options: dict[str, Any] = {}
             for o in opts:
                 if "=" not in o:
