@@ -1,0 +1,694 @@
+"""``int8`` and ``int8-dynamic``: INT8 quantization with ONNX Runtime's quantization tooling.
+
+``int8`` is static post-training quantization in the QDQ format (QuantizeLinear/DequantizeLinear
+pairs around the operators, which ONNX Runtime and TensorRT fuse into integer kernels). Its
+``auto`` defaults depend on the target, because the fastest and safe scheme differs:
+
+* x86 CPU without VNNI (AVX2): U8S8 (uint8 activations, int8 weights), per-channel weights,
+  ``reduce_range`` (7-bit weights). MLAS's x86 int8 kernels take uint8 activations and int8
+  weights; S8S8 runs much slower there. AVX2 multiplies u8 x s8 pairs into saturating int16
+  (``vpmaddubsw``), so full 8-bit weights can overflow: on the sample that cost 0.6 top-1 points,
+  7-bit weights cost nothing measurable.
+* x86 CPU with VNNI or AMX: U8S8, per-channel, full 8-bit weights (int32 accumulation, no
+  saturation).
+* Arm CPU: S8S8 with symmetric activations, ONNX Runtime's guidance (not measured here).
+* TensorRT and CUDA: symmetric signed int8 (all zero points 0), per-channel weights, per-tensor
+  activations, Q/DQ placed as TensorRT's explicit-quantization guide recommends: on the inputs of
+  weighted operators (Conv, ConvTranspose, Gemm, MatMul) and on the residual input of an Add fed
+  by two weighted operators; the outputs of weighted operators are left to TensorRT's fusions.
+
+``int8-dynamic`` is ``quantize_dynamic``: int8 weights, activations quantized at run time. It suits
+MatMul-heavy models (transformers, LSTMs); on convolution nets on CPU it is slower than FP32
+(ConvInteger has no fast kernels; ``benchmarks/passes_quant.py`` measures it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import platform
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ...errors import UsageError
+from ..machine import cpu_isa
+from .base import Option, Pass, PassContext, PassReport, PassResult
+from .registry import register
+
+__all__ = ["Int8Scheme", "resolve_int8_scheme", "Int8Pass", "Int8DynamicPass"]
+
+AUTO_BOOL = ("auto", "true", "false")
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+TRT_DEVICES = {"tensorrt", "trt", "ort-tensorrt"}
+CUDA_DEVICES = {"cuda", "gpu", "ort-cuda"}
+CPU_DEVICES = {"cpu", "ort-cpu"}
+VNNI = ("AVX-512 VNNI", "AVX-VNNI", "AMX-INT8")
+CALIB_BATCH = 16  # calibration batch when the model's batch axis is free
+_2GB = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Int8Scheme:
+    """How ``int8`` quantizes for one target, and why."""
+
+    target: str  # "cpu-x86-vnni", "cpu-x86", "cpu-arm", "tensorrt", "cuda"
+    activation_type: str  # "u8" | "s8"
+    weight_type: str
+    per_channel: bool
+    reduce_range: bool
+    symmetric_activations: bool
+    symmetric_weights: bool
+    placement: str  # "all": every op ONNX Runtime can quantize; "tensorrt": inputs of weighted ops
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+    def short(self) -> str:
+        return (f"{self.activation_type.upper()}{self.weight_type.upper()}, "
+                f"{'per-channel' if self.per_channel else 'per-tensor'}"
+                f"{', reduce_range' if self.reduce_range else ''}"
+                f"{', symmetric activations' if self.symmetric_activations else ''}"
+                f", placement {self.placement}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _device_family(device: str) -> str:
+    base = (device or "cpu").split(":")[0].lower()
+    if base in TRT_DEVICES:
+        return "tensorrt"
+    if base in CUDA_DEVICES:
+        return "cuda"
+    if base in CPU_DEVICES:
+        return "cpu"
+    raise UsageError(f"int8: unknown target device {device!r}",
+                     "use cpu, cuda, tensorrt or ort-tensorrt")
+
+
+def _is_arm(isa: tuple[str, ...]) -> bool:
+    if any(x in isa for x in ("NEON", "NEON dot-product", "Arm I8MM")):
+        return True
+    return platform.machine().lower() in ("aarch64", "arm64") and not any(x.startswith("AVX") for x in isa)
+
+
+def _tri(value: str, default: bool) -> bool:
+    return default if value == "auto" else value == "true"
+
+
+def resolve_int8_scheme(device: str = "cpu", isa: tuple[str, ...] | None = None, *,
+                        activation_type: str = "auto", weight_type: str = "auto",
+                        per_channel: str = "auto", reduce_range: str = "auto",
+                        symmetric_activations: str = "auto", symmetric_weights: str = "auto") -> Int8Scheme:
+    """The ``int8`` scheme for ``device`` (and, on CPU, the instruction sets ``isa``).
+
+    Options other than ``auto`` override the device's default; the reasons say which.
+    """
+    family = _device_family(device)
+    reasons: list[str] = []
+    if family in ("tensorrt", "cuda"):
+        target, act, wt, pc, rr, sym_a, placement = family, "s8", "s8", True, False, True, "tensorrt"
+        reasons.append(f"{'TensorRT' if family == 'tensorrt' else 'CUDA'}: symmetric signed int8 "
+                       "(zero points 0), per-channel weights, per-tensor activations; Q/DQ on the "
+                       "inputs of Conv/ConvTranspose/Gemm/MatMul and on residual Add inputs, outputs "
+                       "of weighted ops left to TensorRT's fusions, float biases (TensorRT's "
+                       "explicit-quantization placement guide)")
+        if family == "cuda":
+            reasons.append("ONNX Runtime's CUDA provider runs few int8 kernels: the int8 speedup on "
+                           "NVIDIA GPUs comes from TensorRT (device tensorrt or ort-tensorrt)")
+    else:
+        isa = cpu_isa() if isa is None else tuple(isa)
+        placement, pc = "all", True
+        if _is_arm(isa):
+            target, act, wt, rr, sym_a = "cpu-arm", "s8", "s8", False, True
+            reasons.append("Arm CPU: S8S8 with symmetric activations, per-channel weights "
+                           "(ONNX Runtime's guidance for Arm; not measured by the workbench)")
+        elif any(v in isa for v in VNNI):
+            have = next(v for v in VNNI if v in isa)
+            target, act, wt, rr, sym_a = "cpu-x86-vnni", "u8", "s8", False, False
+            reasons.append(f"{have} (instruction sets: {', '.join(isa)}): U8S8, per-channel weights, full 8-bit range (VNNI accumulates "
+                           "u8 x s8 products in int32, no saturation)")
+        else:
+            target, act, wt, rr, sym_a = "cpu-x86", "u8", "s8", True, False
+            simd = "AVX2" if "AVX2" in isa else "x86 without AVX2"
+            reasons.append(f"{simd} without VNNI (instruction sets: {', '.join(isa) or 'none read'}): U8S8 (MLAS's fast x86 int8 kernels; S8 activations "
+                           "ran at 0.6x of U8S8's speed on ResNet-50 here), per-channel weights, reduce_range (7-bit "
+                           "weights: the u8 x s8 multiply-add saturates in int16 without VNNI; "
+                           "full 8-bit weights lost 0.6 top-1 points on the sample)")
+    sym_w = True
+    overrides = {"activation_type": activation_type, "weight_type": weight_type,
+                 "per_channel": per_channel, "reduce_range": reduce_range,
+                 "symmetric_activations": symmetric_activations, "symmetric_weights": symmetric_weights}
+    act = act if activation_type == "auto" else activation_type
+    wt = wt if weight_type == "auto" else weight_type
+    pc = _tri(per_channel, pc)
+    rr = _tri(reduce_range, rr)
+    sym_a = _tri(symmetric_activations, sym_a)
+    sym_w = _tri(symmetric_weights, sym_w)
+    given = [f"{k}={v}" for k, v in overrides.items() if v != "auto"]
+    if given:
+        reasons.append("overridden by options: " + ", ".join(given))
+    if act == "s8" and wt == "u8":
+        raise UsageError("int8: activation_type=s8 with weight_type=u8 is not supported by ONNX "
+                         "Runtime's quantizer", "use u8 activations, or s8 weights")
+    if target == "cpu-x86" and act == "s8" and activation_type != "auto":
+        reasons.append("note: S8 activations on x86 without VNNI run on slower kernels")
+    if target == "cpu-x86" and act == "u8" and wt == "s8" and not rr and reduce_range == "false":
+        reasons.append("warning: U8S8 with full 8-bit weights can saturate on CPUs without VNNI; "
+                       "check accuracy")
+    return Int8Scheme(target, act, wt, pc, rr, sym_a, sym_w, placement, tuple(reasons))
+
+
+# --- shared helpers -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs warnings through the root logger and prints histograms
+    progress to stdout; keep both out of the workbench's output."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def _name_nodes(model: onnx.ModelProto) -> int:
+    """Give unnamed nodes a name (exclusion and reports go by name). Returns how many."""
+    used = {n.name for n in model.graph.node if n.name}
+    count = 0
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in used:
+                name += "_"
+            node.name = name
+            used.add(name)
+            count += 1
+    return count
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    if model.ByteSize() > _2GB:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data")
+    else:
+        onnx.save_model(model, str(path))
+
+
+def _preprocess(src: Path, dst: Path, report: PassReport) -> None:
+    """ONNX Runtime's quant_pre_process: shape inference and basic graph optimization (BatchNorm
+    folded into Conv, constants folded), which the quantizer needs for good results."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
+
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+    except Exception as e:  # noqa: BLE001  (symbolic shape inference fails on some graphs)
+        report.notes.append(f"preprocess: ONNX Runtime's symbolic shape inference failed on this graph "
+                            f"({type(e).__name__}: {str(e)[:80]}); used ONNX shape inference")
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+
+
+def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def _float_tensors(model: onnx.ModelProto) -> set[str]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model) if model.ByteSize() < _2GB else model
+    except Exception:  # noqa: BLE001
+        inferred = model
+    g = inferred.graph
+    return {v.name for v in [*g.value_info, *g.input, *g.output]
+            if v.type.tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.FLOAT16)}
+
+
+def _summarize_quantized(before: onnx.ModelProto, out: onnx.ModelProto, op_types: set[str],
+                         user_excluded: dict[str, str], report: PassReport) -> None:
+    """Fill quantized/excluded lists. A node is quantized when its data input comes from a
+    DequantizeLinear and, for Conv/Gemm/MatMul, its weight too, or, for other ops, its outputs are
+    quantized again (ONNX Runtime then runs it as an integer kernel). A candidate node that is not
+    (and that no option excluded) was left in float by the quantizer: reported with the likely
+    reason."""
+    prod = _producers(out)
+    floats = _float_tensors(before)
+    out_names = {n.name for n in out.graph.node}
+    quantizes = {n.input[0] for n in out.graph.node if n.op_type == "QuantizeLinear"}
+
+    def from_dq(name: str) -> bool:
+        src = prod.get(name)
+        return src is not None and src.op_type == "DequantizeLinear"
+
+    for node in out.graph.node:
+        if node.op_type not in op_types or not node.input or not from_dq(node.input[0]):
+            continue
+        if node.op_type in WEIGHTED_OPS:
+            ok = len(node.input) > 1 and from_dq(node.input[1])
+        else:  # a DQ input alone may just be a quantized neighbour's output
+            ok = all(o in quantizes for o in node.output)
+        if ok:
+            report.quantized.append(node.name)
+    quantized = set(report.quantized)
+    for name, reason in user_excluded.items():
+        report.exclude(name, reason)
+    for node in before.graph.node:
+        if (node.name in quantized or node.name in user_excluded or node.op_type not in op_types
+                or not node.input or node.input[0] not in floats):
+            continue
+        if node.name not in out_names:
+            if node.op_type in ("Relu", "Clip"):
+                continue  # removed: folded into the quantization range (reported in notes)
+            report.exclude(node.name, "no longer in the quantized graph")
+            continue
+        if node.op_type in WEIGHTED_OPS or node.op_type in ("Add", "Mul", "Concat"):
+            reason = "left in float by ONNX Runtime's quantizer (no calibrated range or unsupported " \
+                     "input/attribute)"
+        else:
+            reason = "left in float: ONNX Runtime quantizes this op only between quantized tensors"
+        report.exclude(node.name, reason)
+
+
+def _check_excludes(model: onnx.ModelProto, names: list[str], pass_name: str) -> None:
+    known = {n.name for n in model.graph.node}
+    missing = [n for n in names if n not in known]
+    if missing:
+        sample = ", ".join(sorted(known)[:8])
+        raise UsageError(f"{pass_name}: exclude names nodes not in the model: {', '.join(missing)}",
+                         f"node names look like: {sample}{', ...' if len(known) > 8 else ''}")
+
+
+def _check_op_types(names: list[str], pass_name: str) -> None:
+    for t in names:
+        if not t or not (t[0].isupper() or "." in t):
+            raise UsageError(f"{pass_name}: exclude_op_types has {t!r}, which is not an ONNX op type",
+                             "give op types as in the graph, e.g. Conv+Gemm")
+
+
+def _apply_exclusions(pre: onnx.ModelProto, original_names: set[str], exclude: list[str],
+                      exclude_ops: list[str], report: PassReport) -> dict[str, str]:
+    """Node name -> reason, for the nodes the options keep in float (after preprocessing)."""
+    names_now = {n.name for n in pre.graph.node}
+    excluded: dict[str, str] = {}
+    for name in exclude:
+        if name in names_now:
+            excluded[name] = "exclude option"
+        elif name in original_names:
+            report.decline(f"exclude {name}", "preprocessing fused this node into another "
+                                              "(e.g. BatchNormalization into Conv); exclude that node "
+                                              "or set preprocess=false")
+    ops = set(exclude_ops)
+    for node in pre.graph.node:
+        if node.op_type in ops and node.name not in excluded:
+            excluded[node.name] = f"exclude_op_types ({node.op_type})"
+    return excluded
+
+
+def _restore_metadata(out: onnx.ModelProto, like: onnx.ModelProto) -> None:
+    have = {p.key for p in out.metadata_props}
+    for p in like.metadata_props:
+        if p.key not in have:
+            out.metadata_props.append(p)
+
+
+def _model_bytes(model: onnx.ModelProto) -> int:
+    return sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer)
+
+
+# --- calibration --------------------------------------------------------------------------------
+
+
+class _Feeds:
+    """A CalibrationDataReader over one batch."""
+
+    def __init__(self, feeds: dict[str, np.ndarray]) -> None:
+        self._feeds: dict[str, np.ndarray] | None = feeds
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        feeds, self._feeds = self._feeds, None
+        return feeds
+
+    def __iter__(self):  # noqa: ANN204
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        f = self.get_next()
+        if f is None:
+            raise StopIteration
+        return f
+
+
+def _fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The batch size the model's inputs fix (a number on axis 0), or None if it is free."""
+    inits = {i.name for i in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) > 1 and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+            return int(dims[0].dim_value)
+    return None
+
+
+def _calibrate(path: Path, op_types: list[str], method: str, percentile: float, data: Any,
+               samples: int, ctx: PassContext, tmp: Path, large: bool) -> tuple[Any, int, int]:
+    """Run ONNX Runtime's calibrator batch by batch (progress, bounded memory); returns the
+    tensor ranges, the samples used and the batch size."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator  # noqa: PLC0415
+
+    cm = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+          "percentile": CalibrationMethod.Percentile}[method]
+    extra: dict[str, Any] = {"percentile": percentile} if method == "percentile" else {}
+    model = onnx.load(str(path), load_external_data=False)
+    fixed = _fixed_batch(model)
+    batch = fixed or CALIB_BATCH
+    available = len(data)
+    if data.groups is not None:
+        total, batch = min(samples, available), 1
+    else:
+        total = min(samples, available)
+        if fixed:
+            total -= total % fixed
+    if total < 1:
+        raise UsageError(f"int8: the calibration data has {available} samples, fewer than the "
+                         f"model's fixed batch of {fixed}", "give more calibration samples")
+    with _quiet():
+        calibrator = create_calibrator(path, op_types, augmented_model_path=str(tmp / "augmented.onnx"),
+                                       calibrate_method=cm, use_external_data_format=large,
+                                       extra_options=extra)
+        done = 0
+        ctx.report_progress("calibration", 0, total)
+        for feeds, _ in data.batches(batch, total):
+            calibrator.collect_data(_Feeds(feeds))
+            done += 1 if data.groups is not None else len(next(iter(feeds.values())))
+            ctx.report_progress("calibration", done, total)
+        ctx.report_progress("calibration ranges", 0, 1)
+        ranges = calibrator.compute_data()
+        ctx.report_progress("calibration ranges", 1, 1)
+    return ranges, total, batch
+
+
+# --- TensorRT residual inputs -------------------------------------------------------------------
+
+
+def _qdq_residual_adds(model: onnx.ModelProto, ranges: Any, report: PassReport) -> int:
+    """Q/DQ the residual input of Adds whose two inputs both come straight from weighted ops, so
+    TensorRT can fuse the Add into the other op's int8 kernel (its placement guide)."""
+    prod = _producers(model)
+    consumers = Counter(i for n in model.graph.node for i in n.input)
+    added = 0
+    new_nodes: list[tuple[int, list[onnx.NodeProto]]] = []
+    inits = []
+    for idx, node in enumerate(model.graph.node):
+        if node.op_type != "Add" or len(node.input) != 2:
+            continue
+        srcs = [prod.get(i) for i in node.input]
+        if not all(s is not None and s.op_type in WEIGHTED_OPS for s in srcs):
+            continue
+        tensor = node.input[1]  # `out + identity`: the second input is the shortcut branch
+        if tensor not in ranges:
+            report.decline(f"residual Q/DQ at {node.name}", f"no calibrated range for {tensor}")
+            continue
+        lo, hi = ranges[tensor].range_value
+        amax = max(abs(float(np.min(lo))), abs(float(np.max(hi))), 1e-8)
+        base = f"{tensor}_residual"
+        scale = numpy_helper.from_array(np.array(amax / 127.0, np.float32), base + "_scale")
+        zp = numpy_helper.from_array(np.array(0, np.int8), base + "_zero_point")
+        inits += [scale, zp]
+        q = helper.make_node("QuantizeLinear", [tensor, scale.name, zp.name], [base + "_q"],
+                             name=base + "_QuantizeLinear")
+        dq = helper.make_node("DequantizeLinear", [base + "_q", scale.name, zp.name], [base + "_dq"],
+                              name=base + "_DequantizeLinear")
+        if consumers[tensor] > 1:
+            report.notes.append(f"residual Q/DQ at {node.name}: {tensor} has other consumers, "
+                                "which keep the float tensor")
+        node.input[1] = dq.output[0]
+        new_nodes.append((idx, [q, dq]))
+        added += 1
+    for idx, nodes in reversed(new_nodes):
+        for k, n in enumerate(nodes):
+            model.graph.node.insert(idx + k, n)
+    model.graph.initializer.extend(inits)
+    return added
+
+
+# --- passes -------------------------------------------------------------------------------------
+
+_QTYPE = {"u8": "QUInt8", "s8": "QInt8"}
+
+
+@register
+class Int8Pass(Pass):
+    name = "int8"
+    summary = ("static INT8 quantization (QDQ) with ONNX Runtime's quantizer and calibration data; "
+               "device-aware defaults (CPU instruction set, TensorRT placement)")
+    needs_calibration = True
+    options = (
+        Option("calibration", str, "minmax",
+               "how activation ranges are chosen from the calibration data: minmax (observed "
+               "range), entropy (KL-divergence threshold), percentile (clip at the percentile)",
+               choices=("minmax", "entropy", "percentile")),
+        Option("samples", int, 256, "calibration samples used (the first N of the calibration data)"),
+        Option("percentile", float, 99.999, "percentile for calibration=percentile"),
+        Option("per_channel", str, "auto", "per-channel weight scales (auto: true on every target)",
+               choices=AUTO_BOOL),
+        Option("activation_type", str, "auto",
+               "activation integer type (auto: u8 on x86 CPUs, s8 on Arm and GPUs)",
+               choices=("auto", "u8", "s8")),
+        Option("weight_type", str, "auto", "weight integer type (auto: s8)", choices=("auto", "u8", "s8")),
+        Option("symmetric_activations", str, "auto",
+               "symmetric activation ranges (auto: true for TensorRT/CUDA and Arm, false on x86 "
+               "so uint8 zero points can absorb ReLU)", choices=AUTO_BOOL),
+        Option("symmetric_weights", str, "auto", "symmetric weight ranges (auto: true)",
+               choices=AUTO_BOOL),
+        Option("reduce_range", str, "auto",
+               "7-bit weights (auto: true on x86 CPUs without VNNI, whose u8 x s8 kernels saturate)",
+               choices=AUTO_BOOL),
+        Option("exclude", list, [], "node names to keep in float (e.g. conv1+fc)"),
+        Option("exclude_op_types", list, [], "op types to keep in float (e.g. Gemm+Add)"),
+        Option("preprocess", bool, True,
+               "run ONNX Runtime's quant_pre_process first (shape inference, BatchNorm folding, "
+               "constant folding)"),
+    )
+
+    def validate(self) -> None:
+        if self.opts["samples"] < 1:
+            raise UsageError(f"int8: samples must be >= 1, got {self.opts['samples']}")
+        if not 0 < self.opts["percentile"] <= 100:
+            raise UsageError(f"int8: percentile must be in (0, 100], got {self.opts['percentile']}")
+        if self.opts["activation_type"] == "s8" and self.opts["weight_type"] == "u8":
+            raise UsageError("int8: activation_type=s8 with weight_type=u8 is not supported",
+                             "use u8 activations, or s8 weights")
+        _check_op_types(self.opts["exclude_op_types"], self.name)
+
+    def call(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static  # noqa: PLC0415
+        from onnxruntime.quantization.calibrate import CalibrationMethod, save_tensors_data  # noqa: PLC0415
+        from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry  # noqa: PLC0415
+
+        o = self.opts
+        scheme = resolve_int8_scheme(ctx.device, **{k: o[k] for k in (
+            "activation_type", "weight_type", "per_channel", "reduce_range", "symmetric_activations",
+            "symmetric_weights")})
+        report = self.new_report()
+        _check_excludes(model, o["exclude"], self.name)
+        renamed = _name_nodes(model)
+        if renamed:
+            report.notes.append(f"{renamed} unnamed nodes were given names (op type and index)")
+        original_names = {n.name for n in model.graph.node}
+        if scheme.placement == "tensorrt":
+            op_types = list(WEIGHTED_OPS)
+        else:
+            op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+        op_types = [t for t in op_types if t not in set(o["exclude_op_types"])]
+        large = model.ByteSize() > _2GB
+        with tempfile.TemporaryDirectory(prefix="workbench-int8-") as d:
+            tmp = Path(d)
+            src, pre_path = tmp / "model.onnx", tmp / "pre.onnx"
+            _save(model, src)
+            if o["preprocess"]:
+                ctx.report_progress("preprocess", 0, 1)
+                with _quiet():
+                    _preprocess(src, pre_path, report)
+                ctx.report_progress("preprocess", 1, 1)
+            else:
+                pre_path = src
+            pre = onnx.load(str(pre_path))
+            bn_before = sum(n.op_type == "BatchNormalization" for n in model.graph.node)
+            bn_after = sum(n.op_type == "BatchNormalization" for n in pre.graph.node)
+            if o["preprocess"]:
+                report.metrics["preprocess"] = {"nodes_before": len(model.graph.node),
+                                                "nodes_after": len(pre.graph.node),
+                                                "batchnorm_folded": bn_before - bn_after}
+            if bn_after:
+                report.notes.append(f"{bn_after} BatchNormalization nodes remain "
+                                    f"({'not foldable' if o['preprocess'] else 'preprocess=false'}): "
+                                    "they are quantized separately and block Conv fusions")
+            excluded = _apply_exclusions(pre, original_names, o["exclude"], o["exclude_op_types"], report)
+
+            t0 = time.perf_counter()
+            ranges, used, batch = _calibrate(pre_path, op_types, o["calibration"], o["percentile"],
+                                             ctx.calibration, o["samples"], ctx, tmp, large)
+            calib_s = time.perf_counter() - t0
+            cache = tmp / "calibration.json"
+            save_tensors_data(ranges, cache)
+
+            extra: dict[str, Any] = {
+                "ActivationSymmetric": scheme.symmetric_activations,
+                "WeightSymmetric": scheme.symmetric_weights,
+            }
+            if scheme.placement == "tensorrt":
+                # TensorRT's DequantizeLinear takes int8 (not int32 biases): biases stay float
+                extra.update(OpTypesToExcludeOutputQuantization=list(WEIGHTED_OPS),
+                             QDQKeepRemovableActivations=True, QuantizeBias=False)
+            cm = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile}[o["calibration"]]
+            out_path = tmp / "int8.onnx"
+            ctx.report_progress("quantize", 0, 1)
+            with _quiet():
+                quantize_static(
+                    str(pre_path), str(out_path), None, quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=op_types, per_channel=scheme.per_channel,
+                    reduce_range=scheme.reduce_range,
+                    activation_type=getattr(QuantType, _QTYPE[scheme.activation_type]),
+                    weight_type=getattr(QuantType, _QTYPE[scheme.weight_type]),
+                    nodes_to_exclude=sorted(excluded), use_external_data_format=large,
+                    calibrate_method=cm, extra_options=extra, calibration_cache_path=str(cache))
+            ctx.report_progress("quantize", 1, 1)
+            out = onnx.load(str(out_path))
+        residual = 0
+        if scheme.placement == "tensorrt":
+            residual = _qdq_residual_adds(out, ranges, report)
+        _restore_metadata(out, model)
+
+        candidates = set(op_types) | ({"Relu", "Clip"} if scheme.placement == "all" else set())
+        _summarize_quantized(pre, out, candidates, excluded, report)
+        removed_acts = [n.name for n in pre.graph.node if n.op_type in ("Relu", "Clip")
+                        and n.name not in {m.name for m in out.graph.node}]
+        report.notes.insert(0, f"scheme: {scheme.short()}")
+        report.notes[1:1] = list(scheme.reasons)
+        method = o["calibration"] + (f" {o['percentile']}" if o["calibration"] == "percentile" else "")
+        report.notes.append(f"calibration: {method} on {used} samples (batch {batch}) in {calib_s:.1f} s")
+        if removed_acts:
+            report.notes.append(f"{len(removed_acts)} Relu/Clip nodes removed: their range is absorbed "
+                                "by the uint8 zero point of the following Q/DQ")
+        if residual:
+            report.notes.append(f"{residual} residual Add inputs given Q/DQ for TensorRT's Add fusion")
+        ops = Counter(n.op_type for n in out.graph.node)
+        report.metrics.update({
+            "scheme": scheme.to_dict(),
+            "device": ctx.device,
+            "cpu_isa": list(cpu_isa()) if scheme.target.startswith("cpu") else None,
+            "calibration": {"method": o["calibration"], "samples": used, "batch": batch,
+                            "seconds": round(calib_s, 2),
+                            "percentile": o["percentile"] if o["calibration"] == "percentile" else None},
+            "quantize_linear": ops.get("QuantizeLinear", 0),
+            "dequantize_linear": ops.get("DequantizeLinear", 0),
+            "quantized_by_op": dict(Counter(n.op_type for n in out.graph.node
+                                            if n.name in set(report.quantized))),
+            "relu_clip_removed": len(removed_acts),
+            "weights_bytes": {"before": _model_bytes(model), "after": _model_bytes(out)},
+        })
+        report.modified = True
+        return PassResult(out, report)
+
+
+@register
+class Int8DynamicPass(Pass):
+    name = "int8-dynamic"
+    summary = ("dynamic INT8 quantization (ONNX Runtime quantize_dynamic): int8 weights, activations "
+               "quantized at run time; for MatMul-heavy models, usually slower on CPU conv nets")
+    options = (
+        Option("per_channel", bool, False, "per-channel weight scales"),
+        Option("weight_type", str, "s8", "weight integer type", choices=("u8", "s8")),
+        Option("reduce_range", str, "auto",
+               "7-bit weights (auto: true on x86 CPUs without VNNI, whose u8 x s8 kernels saturate)",
+               choices=AUTO_BOOL),
+        Option("exclude", list, [], "node names to keep in float"),
+        Option("exclude_op_types", list, [], "op types to keep in float (e.g. Conv)"),
+        Option("preprocess", bool, True, "run ONNX Runtime's quant_pre_process first"),
+    )
+
+    def validate(self) -> None:
+        _check_op_types(self.opts["exclude_op_types"], self.name)
+
+    def call(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
+        from onnxruntime.quantization.registry import IntegerOpsRegistry  # noqa: PLC0415
+
+        o = self.opts
+        report = self.new_report()
+        family = _device_family(ctx.device)
+        _check_excludes(model, o["exclude"], self.name)
+        renamed = _name_nodes(model)
+        if renamed:
+            report.notes.append(f"{renamed} unnamed nodes were given names (op type and index)")
+        original_names = {n.name for n in model.graph.node}
+        isa = cpu_isa()
+        vnni = any(v in isa for v in VNNI) or _is_arm(isa)
+        rr = _tri(o["reduce_range"], not vnni and family == "cpu")
+        op_types = [t for t in IntegerOpsRegistry if t not in set(o["exclude_op_types"])]
+        large = model.ByteSize() > _2GB
+        with tempfile.TemporaryDirectory(prefix="workbench-int8dyn-") as d:
+            tmp = Path(d)
+            src, pre_path = tmp / "model.onnx", tmp / "pre.onnx"
+            _save(model, src)
+            if o["preprocess"]:
+                with _quiet():
+                    _preprocess(src, pre_path, report)
+            else:
+                pre_path = src
+            pre = onnx.load(str(pre_path))
+            excluded = _apply_exclusions(pre, original_names, o["exclude"], o["exclude_op_types"], report)
+            out_path = tmp / "int8dyn.onnx"
+            with _quiet():
+                quantize_dynamic(str(pre_path), str(out_path), op_types_to_quantize=op_types,
+                                 per_channel=o["per_channel"], reduce_range=rr,
+                                 weight_type=getattr(QuantType, _QTYPE[o["weight_type"]]),
+                                 nodes_to_exclude=sorted(excluded), use_external_data_format=large)
+            out = onnx.load(str(out_path))
+        _restore_metadata(out, model)
+        integer_ops = {"ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM",
+                       "QAttention", "QEmbedLayerNormalization", "GatherQuant"}
+        names_out = {n.name for n in out.graph.node}
+        for node in out.graph.node:  # quantize_dynamic names a quantized node "<name>_quant"
+            if node.op_type in integer_ops:
+                report.quantized.append(node.name.removesuffix("_quant"))
+        quantized = set(report.quantized)
+        for name, reason in excluded.items():
+            report.exclude(name, reason)
+        for node in pre.graph.node:
+            if node.op_type in ("Conv", "MatMul") and node.op_type in op_types and node.name not in excluded \
+                    and node.name not in quantized and node.name in names_out:
+                report.exclude(node.name, "left in float by quantize_dynamic (non-constant weight "
+                                          "or unsupported shape)")
+        convs = sum(1 for n in out.graph.node if n.op_type == "ConvInteger")
+        report.notes.append(f"weights int8 ({o['weight_type'].upper()}), activations quantized to "
+                            f"uint8 at run time per tensor; reduce_range={rr}"
+                            f"{' (auto: x86 without VNNI)' if o['reduce_range'] == 'auto' and rr else ''}")
+        if convs:
+            report.notes.append(f"{convs} Conv nodes became ConvInteger, which has no fast CPU kernels: "
+                                "on convolution nets this is usually much slower than FP32 (measured "
+                                "0.3x on ResNet-50 and 0.2x on the sample, AVX2, 2 threads); use int8 (static) for "
+                                "conv nets, or exclude_op_types=Conv")
+        if family != "cpu":
+            report.notes.append(f"dynamic quantization targets ONNX Runtime's CPU provider; on "
+                                f"{ctx.device} prefer int8 (static, TensorRT placement) or fp16")
+        ops = Counter(n.op_type for n in out.graph.node)
+        report.metrics.update({
+            "reduce_range": rr, "per_channel": o["per_channel"], "weight_type": o["weight_type"],
+            "integer_ops": {k: v for k, v in ops.items() if k in integer_ops},
+            "dynamic_quantize_linear": ops.get("DynamicQuantizeLinear", 0),
+            "weights_bytes": {"before": _model_bytes(model), "after": _model_bytes(out)},
+        })
+        report.modified = bool(report.quantized)
+        return PassResult(out, report)
