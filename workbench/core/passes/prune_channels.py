@@ -311,8 +311,7 @@ class _Weights:
             new = f"{name}__{layer_name(node)}"
             while new in self.inits:
                 new += "_"
-            self.inits[new] = onnx.TensorProto()
-            self.graph.initializer.append(self.inits[new])
+            self.inits[new] = self._new_initializer(new)
             self.uses[new] = 1
             node.input[index] = name = new
         self.values[name] = value
@@ -322,12 +321,18 @@ class _Weights:
         new = stem
         while new in self.inits:
             new += "_"
-        self.inits[new] = onnx.TensorProto()
-        self.graph.initializer.append(self.inits[new])
+        self.inits[new] = self._new_initializer(new)
         self.uses[new] = 1
         node.input.append(new)
         self.values[new] = value
         self.dirty.add(new)
+
+    def _new_initializer(self, name: str) -> onnx.TensorProto:
+        # ``add()`` returns the message inside the graph; ``append(t)`` would store a copy of t,
+        # and later writes to t would never reach the graph.
+        t = self.graph.initializer.add()
+        t.name = name
+        return t
 
     def flush(self) -> None:
         for name in self.dirty:
