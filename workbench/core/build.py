@@ -58,18 +58,21 @@ class BuildResult:
 
 
 def _calibration_for(model: Model, recipe: Recipe, calib: str | Dataset | None,
-                     needs: bool) -> Dataset | None:
+                     needs: bool, uses: bool) -> Dataset | None:
+    """The given calibration data; else a sample's own set when a pass needs or can use it."""
     if isinstance(calib, Dataset):
         return calib
     if calib is not None:
         return load_dataset(calib, model)
-    if not needs:
+    if not (needs or uses):
         return None
     if model.source.startswith("sample:"):
         from .samples import get_sample  # noqa: PLC0415
 
         if get_sample(model.source).calib_data:
             return load_dataset(f"{model.source}:calib", model)
+    if not needs:
+        return None
     raise DataError(f"{', '.join(s.name for s in recipe.passes)} needs calibration data",
                     "give --calib DATA (a .npz, an image folder or sample:NAME:calib)")
 
@@ -95,7 +98,8 @@ def optimize(
     recipe = Recipe.parse(recipe) if isinstance(recipe, str) else recipe
     passes = recipe.instantiate()
     resolved = recipe.resolved()
-    calib = _calibration_for(src, recipe, calibration, any(p.needs_calibration for p in passes))
+    calib = _calibration_for(src, recipe, calibration, any(p.needs_calibration for p in passes),
+                             any(p.uses_calibration for p in passes))
     calib_info = None if calib is None else {"source": calib.source, "samples": len(calib),
                                              "hash": calib.content_hash()}
     cache = cache if cache is not None else BuildCache()

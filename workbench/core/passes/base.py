@@ -119,6 +119,7 @@ class Pass(ABC):
     summary: ClassVar[str]
     options: ClassVar[tuple[Option, ...]] = ()
     needs_calibration: ClassVar[bool] = False
+    uses_calibration: ClassVar[bool] = False  # optional: better with it (prune-channels, fp16)
 
     def __init__(self, **opts: Any) -> None:
         known = {o.name: o for o in self.options}
@@ -172,4 +173,5 @@ class Pass(ABC):
     @classmethod
     def describe(cls) -> dict[str, Any]:
         return {"name": cls.name, "summary": cls.summary, "needs_calibration": cls.needs_calibration,
+                "uses_calibration": cls.uses_calibration or cls.needs_calibration,
                 "options": [o.to_dict() for o in cls.options]}

@@ -165,6 +165,7 @@ def _fidelity(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]],
 @register
 class Fp16Pass(Pass):
     name = "fp16"
+    uses_calibration = True
     summary = ("float16 weights and activations with float32 inputs/outputs (ONNX Runtime's "
                "converter); overflow-prone nodes kept in float32; for GPUs (slower on CPU)")
     options = (

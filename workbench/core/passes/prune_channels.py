@@ -420,6 +420,7 @@ def _remove_dead(model: onnx.ModelProto, before: tuple[set[str], set[str]]) -> N
 @register
 class ChannelPrunePass(Pass):
     name = "prune-channels"
+    uses_calibration = True
     summary = ("structured pruning: remove Conv output channels by filter norm (BN-scaled), keep "
                "BatchNorm and residual groups consistent, refit the next layer from calibration data")
     options = (
