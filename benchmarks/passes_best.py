@@ -11,7 +11,6 @@ import argparse
 import time
 
 from common import interleaved, machine_line, write_json
-
 from workbench import evaluate, load_dataset, load_model
 from workbench.core.build import optimize
 from workbench.core.cache import BuildCache

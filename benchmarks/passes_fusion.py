@@ -11,7 +11,6 @@ import argparse
 import time
 
 from common import interleaved, machine_line, write_json
-
 from workbench import load_model
 from workbench.core.engines.ort_cpu import OrtCpuOptions, OrtCpuRunner
 from workbench.core.passes import PassContext, Recipe

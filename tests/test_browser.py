@@ -23,7 +23,7 @@ import psutil
 import pytest
 import requests
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 CHROMIUM = os.environ.get("WB_CHROMIUM", "/usr/bin/chromium")
 SHOTS = Path(os.environ.get("WB_SHOTS_DIR", "/tmp/wb-shots"))
@@ -140,6 +140,7 @@ def test_workbench_in_jupyterlab(browser, lab):
         expect(cells.first).to_be_visible(timeout=90_000)
         n_cells = cells.count()
         expect(page.locator('.jp-DebuggerBugButton[aria-disabled="false"]')).to_have_count(1, timeout=120_000)
+        page.screenshot(path=str(SHOTS / "00_kernel_ready.png"))
         for attempt in range(3):  # Run > Run All Cells; retry only if nothing was scheduled
             page.get_by_role("menuitem", name="Run", exact=True).click()
             page.locator('#jp-mainmenu-run li[data-command="runmenu:run-all"]').click()
@@ -155,7 +156,7 @@ def test_workbench_in_jupyterlab(browser, lab):
         page.wait_for_function(
             """n => { const ps = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')];
                       return ps.length === n && ps.every(p => /\\[\\d+\\]/.test(p.textContent)); }""",
-            arg=n_cells, timeout=600_000)
+            arg=n_cells, timeout=1_200_000)
         timings["notebook_ran"] = time.monotonic() - t0
         text = page.locator(".jp-Notebook").inner_text()
         assert "Traceback" not in text and "internal error" not in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ...errors import EngineUnavailableError
 from ..gpu import scan_gpus
@@ -57,61 +58,105 @@ def _ort_provider(provider: str, extra: str) -> Availability:
     return Availability(True, f"onnxruntime {ort.__version__} has {provider}")
 
 
+def _major(version: str | None) -> int | None:
+    try:
+        return int(str(version).replace("CUDA", "").strip().split(".")[0])
+    except ValueError:
+        return None
+
+
+def _ort_cuda_driver() -> Availability:
+    """The driver must support the CUDA major version onnxruntime-gpu was built for."""
+    try:
+        from onnxruntime.capi import build_and_package_info as info  # noqa: PLC0415
+    except ImportError:
+        return Availability(True, "")
+    built, driver = getattr(info, "cuda_version", None), scan_gpus().driver
+    b, d = _major(built), _major(driver)
+    if b is not None and d is not None and d < b:
+        return Availability(False, f"onnxruntime-gpu is built for CUDA {built} but the NVIDIA driver "
+                                   f"supports {driver}: update the driver, or install an onnxruntime-gpu "
+                                   f"built for CUDA {d}")
+    return Availability(True, f"built for CUDA {built}" if built else "")
+
+
 def _all(*checks: Callable[[], Availability]) -> Availability:
     """Available only if every check passes; otherwise every failing check's reason, joined."""
     results = [c() for c in checks]
     failed = [r.reason for r in results if not r]
     if failed:
         return Availability(False, "; ".join(failed))
-    return Availability(True, "; ".join(r.reason for r in results))
+    return Availability(True, "; ".join(r.reason for r in results if r.reason))
 
 
 _ORT_GPU = "pip install 'workbench[gpu]' (onnxruntime-gpu) in place of onnxruntime"
 
 
 def _trt_libs() -> Availability:
-    import ctypes  # noqa: PLC0415
+    """TensorRT's libraries, the ones this onnxruntime's TensorRT provider links against."""
+    from .ort_trt import probe_libraries  # noqa: PLC0415
 
-    for lib in ("libnvinfer.so.10", "libnvinfer.so"):
-        try:
-            ctypes.CDLL(lib)
-            return Availability(True, f"{lib} loads")
-        except OSError:
-            continue
-    return Availability(False, "TensorRT's libraries (libnvinfer.so.10) are not found: "
-                               "pip install 'workbench[tensorrt]'")
+    return probe_libraries()
 
 
 def _module(name: str, dist: str) -> Availability:
-    if importlib.util.find_spec(name) is None:
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent package is missing
+        found = False
+    if not found:
         return Availability(False, f"{dist} is not installed: pip install 'workbench[tensorrt]'")
     return Availability(True, f"{dist} imports")
 
 
+@lru_cache(maxsize=1)
+def _tensorrt_module() -> Availability:
+    """``tensorrt`` installed and importable (its wheel loads libnvinfer on import)."""
+    found = _module("tensorrt", "tensorrt")
+    if not found:
+        return found
+    try:
+        import tensorrt  # noqa: PLC0415
+    except (ImportError, OSError) as e:
+        return Availability(False, f"tensorrt is installed but cannot be imported ({e}): "
+                                   "reinstall tensorrt for this CUDA version")
+    kind = "weakly typed builder flags" if hasattr(tensorrt.BuilderFlag, "FP16") else "strongly typed"
+    return Availability(True, f"tensorrt {tensorrt.__version__} ({kind})")
+
+
+def _cuda_python() -> Availability:
+    for name in ("cuda.bindings.runtime", "cuda.cudart"):
+        if _module(name, "cuda-python"):
+            return Availability(True, "cuda-python imports")
+    return Availability(False, "cuda-python is not installed: pip install 'workbench[tensorrt]'")
+
+
 def _probe_ort_cuda() -> Availability:
-    return _all(_gpu, lambda: _ort_provider("CUDAExecutionProvider", _ORT_GPU))
+    return _all(_gpu, lambda: _ort_provider("CUDAExecutionProvider", _ORT_GPU), _ort_cuda_driver)
 
 
 def _probe_ort_trt() -> Availability:
-    return _all(_gpu, lambda: _ort_provider("TensorrtExecutionProvider", _ORT_GPU), _trt_libs)
+    return _all(_gpu, lambda: _ort_provider("TensorrtExecutionProvider", _ORT_GPU), _ort_cuda_driver,
+                _trt_libs)
 
 
 def _probe_tensorrt() -> Availability:
-    return _all(_gpu, lambda: _module("tensorrt", "tensorrt"), lambda: _module("cuda", "cuda-python"))
+    return _all(_gpu, _tensorrt_module, _cuda_python)
 
 
 ENGINES: dict[str, EngineEntry] = {
     e.name: e for e in [
         EngineEntry("ort-cpu", "cpu", "ONNX Runtime, CPU execution provider", _probe_cpu, True),
-        EngineEntry("ort-cuda", "cuda", "ONNX Runtime, CUDA execution provider", _probe_ort_cuda, False),
+        EngineEntry("ort-cuda", "cuda", "ONNX Runtime, CUDA execution provider", _probe_ort_cuda, True),
         EngineEntry("ort-tensorrt", "cuda", "ONNX Runtime, TensorRT execution provider",
-                    _probe_ort_trt, False),
+                    _probe_ort_trt, True),
         EngineEntry("tensorrt", "cuda", "native TensorRT engine (cuda-python buffers)",
-                    _probe_tensorrt, False),
+                    _probe_tensorrt, True),
     ]
 }
 
-_DEVICE_ALIASES = {"cpu": "ort-cpu", "cuda": "ort-cuda", "gpu": "ort-cuda", "trt": "tensorrt"}
+_DEVICE_ALIASES = {"cpu": "ort-cpu", "cuda": "ort-cuda", "gpu": "ort-cuda", "trt": "tensorrt",
+                   "ort-trt": "ort-tensorrt"}
 
 
 def list_engines() -> list[EngineStatus]:

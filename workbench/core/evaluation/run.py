@@ -25,7 +25,13 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def make_runner(model: Model, device: str = "cpu", **options: Any) -> Runner:
-    """A runner for ``model`` on ``device`` (``cpu``, ``cuda``, or an engine name)."""
+    """A runner for ``model`` on ``device`` (``cpu``, ``cuda[:N]``, or an engine name[:N]).
+
+    GPU engines take the device index from ``cuda:N`` (or ``device_id=N``). Options are the
+    engine's options class fields (``OrtCpuOptions``, ``OrtCudaOptions``, ``OrtTensorRTOptions``,
+    ``TensorRTOptions``). ``threads=None``, which the CLI always passes, is dropped for GPU engines;
+    native TensorRT ignores ``threads`` and the default ``optimization_level="all"``.
+    """
     entry = engine_for_device(device)
     if entry.name == "ort-cpu":
         from ..engines.ort_cpu import OrtCpuOptions, OrtCpuRunner  # noqa: PLC0415
@@ -34,8 +40,50 @@ def make_runner(model: Model, device: str = "cpu", **options: Any) -> Runner:
             return OrtCpuRunner(model, OrtCpuOptions(**options))
         except TypeError as e:
             raise UsageError(f"bad option for ort-cpu: {e}") from e
+    opts = _gpu_options(entry.name, device, options)
+    try:
+        if entry.name == "ort-cuda":
+            from ..engines.ort_cuda import OrtCudaOptions, OrtCudaRunner  # noqa: PLC0415
+
+            return OrtCudaRunner(model, OrtCudaOptions(**opts))
+        if entry.name == "ort-tensorrt":
+            from ..engines.ort_trt import OrtTensorRTOptions, OrtTensorRTRunner  # noqa: PLC0415
+
+            return OrtTensorRTRunner(model, OrtTensorRTOptions(**opts))
+        if entry.name == "tensorrt":
+            from ..engines.tensorrt import TensorRTOptions, TensorRTRunner  # noqa: PLC0415
+
+            return TensorRTRunner(model, TensorRTOptions(**opts))
+    except TypeError as e:
+        raise UsageError(f"bad option for {entry.name}: {e}") from e
     raise EngineUnavailableError(f"engine {entry.name} cannot be built by this version",
                                  "use --device cpu")
+
+
+def _gpu_options(engine: str, device: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Options for a GPU engine: ``device_id`` from ``cuda:N``, CPU-only defaults dropped."""
+    opts = dict(options)
+    if opts.get("threads") is None:
+        opts.pop("threads", None)
+    if engine == "tensorrt":  # ONNX Runtime's options: native TensorRT runs no CPU kernels
+        opts.pop("threads", None)
+        if opts.get("optimization_level", "all") == "all":
+            opts.pop("optimization_level", None)
+        if "optimization_level" in opts:
+            raise UsageError("tensorrt has no optimization_level option (ONNX Runtime's graph level)",
+                             "TensorRT's own is builder_optimization_level (0-5)")
+    _, _, index = device.partition(":")
+    if index:
+        try:
+            device_id = int(index)
+        except ValueError as e:
+            raise UsageError(f"bad device {device!r}", "use cuda:N with N a GPU index") from e
+        if device_id < 0:
+            raise UsageError(f"bad device {device!r}", "use cuda:N with N >= 0")
+        if opts.get("device_id", device_id) != device_id:
+            raise UsageError(f"device {device!r} and device_id={opts['device_id']} disagree")
+        opts["device_id"] = device_id
+    return opts
 
 
 def _with_values_shapes(shapes: dict[str, tuple[int, ...]] | None,

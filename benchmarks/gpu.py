@@ -1,0 +1,182 @@
+"""ONNX Runtime CUDA engine on ``sample:resnet50``: what IO binding, CUDA graphs, NHWC and FP16 buy.
+
+Configurations, each at batch 1 and a large batch (256 by default), all in one process and
+measured interleaved (a new shuffled order each round, repeated):
+
+- FP32, NCHW, NumPy in / NumPy out (``session.run``: copies to and from the GPU every run)
+- FP32, NCHW, IO binding (inputs and outputs stay on the GPU)
+- FP32, NCHW, IO binding + CUDA graph
+- FP32, NHWC, IO binding + CUDA graph
+- FP16 (the ``fp16`` pass, float32 interface), NCHW, IO binding + CUDA graph
+- FP16, NHWC, IO binding + CUDA graph
+- FP16, NHWC, NumPy in / NumPy out
+
+Every IO-bound timing is one ``run_with_iobinding`` followed by a synchronization of the outputs
+(the GPU has finished when the clock stops). Random inputs; ``sample:resnet50`` has random
+weights, so only latency means anything. cuDNN search: EXHAUSTIVE (the default).
+
+Run on a machine with a GPU and onnxruntime-gpu: ``python benchmarks/gpu.py``; writes
+``benchmarks/results/gpu.md`` and ``gpu.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from common import interleaved, machine_line, write_json
+from workbench import load_model
+from workbench.core.build import optimize
+from workbench.core.engines.ort_cuda import OrtCudaOptions, OrtCudaRunner, ort_cuda_version
+from workbench.core.gpu import scan_gpus
+from workbench.core.shapes import random_feeds, resolve_inputs, tensor_specs
+
+HERE = Path(__file__).resolve().parent
+
+CONFIGS: dict[str, tuple[str, OrtCudaOptions]] = {
+    "fp32 NCHW numpy": ("fp32", OrtCudaOptions(io_binding=False, prefer_nhwc=False)),
+    "fp32 NCHW binding": ("fp32", OrtCudaOptions(cuda_graph=False, prefer_nhwc=False)),
+    "fp32 NCHW binding+graph": ("fp32", OrtCudaOptions(cuda_graph=True, prefer_nhwc=False)),
+    "fp32 NHWC binding+graph": ("fp32", OrtCudaOptions(cuda_graph=True, prefer_nhwc=True)),
+    "fp16 NCHW binding+graph": ("fp16", OrtCudaOptions(cuda_graph=True, prefer_nhwc=False)),
+    "fp16 NHWC binding+graph": ("fp16", OrtCudaOptions(cuda_graph=True, prefer_nhwc=True)),
+    "fp16 NHWC numpy": ("fp16", OrtCudaOptions(io_binding=False, prefer_nhwc=True)),
+}
+BASELINE = "fp32 NCHW numpy"
+
+
+def gpu_info() -> dict[str, Any]:
+    scan = scan_gpus()
+    info: dict[str, Any] = {"gpus": [g.to_dict() for g in scan.gpus], "cuda_driver_api": scan.driver}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,power.limit",
+                              "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+        info["nvidia_smi"] = out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        info["nvidia_smi"] = None
+    try:
+        info["cudnn"] = int(ctypes.CDLL("libcudnn.so.9").cudnnGetVersion())
+    except (OSError, AttributeError):
+        info["cudnn"] = None
+    import onnxruntime as ort
+
+    info["onnxruntime"] = ort.__version__
+    info["onnxruntime_cuda"] = ort_cuda_version()
+    return info
+
+
+def run(model: str, batches: list[int], rounds: int, budgets: dict[int, float], min_iterations: int) -> dict:
+    fp32 = load_model(model)
+    t0 = time.time()
+    build = optimize(fp32, "fp16", device="cuda")
+    rep = build.reports[0]
+    fp16_pass = {"wall_s": round(time.time() - t0, 1), "converted": len(rep.converted),
+                 "excluded": rep.excluded, "metrics": rep.metrics, "notes": rep.notes}
+    print(f"fp16 pass: {fp16_pass}", flush=True)
+    models = {"fp32": fp32, "fp16": build.model}
+    ins, _ = tensor_specs(fp32.proto.graph)
+    results: dict[str, Any] = {"model": model, "fp16_pass": fp16_pass}
+    for batch in batches:
+        feeds = random_feeds(resolve_inputs(ins, batch=batch))
+        runners, fns, settings, setup = [], {}, {}, {}
+        for name, (prec, opts) in CONFIGS.items():
+            t = time.time()
+            r = OrtCudaRunner(models[prec], opts)
+            r.activate()
+            runners.append(r)
+            fns[name] = r.prepare(feeds)  # probe run, output buffers, warm-up (and graph capture)
+            settings[name] = r.settings
+            setup[name] = round(time.time() - t, 2)
+            print(f"  batch {batch}: {name}: ready in {setup[name]:.1f} s", flush=True)
+        res = interleaved(fns, rounds=rounds, batch_of={k: batch for k in fns}, budget_s=budgets[batch],
+                          min_iterations=min_iterations)
+        for r in runners:
+            r.deactivate()
+        for name, c in res.items():
+            c["vs_baseline"] = res[BASELINE]["p50_ms"] / c["p50_ms"]
+            c["setup_s"] = setup[name]
+        results[f"b{batch}"] = {"configs": res, "settings": settings}
+    return results
+
+
+def report(results: dict, info: dict, rounds: int, budgets: dict[int, float]) -> str:
+    g = info["gpus"][0] if info["gpus"] else {"name": "?", "memory_bytes": 0}
+    lines = [
+        f"## GPU: ONNX Runtime CUDA engine (`{results['model']}`)",
+        "",
+        f"GPU: {g['name']} ({g['memory_bytes'] / 2**30:.0f} GiB, compute capability "
+        f"{g.get('compute_capability', '?')}); nvidia-smi: {info['nvidia_smi']}; CUDA driver API "
+        f"{info['cuda_driver_api']}; cuDNN {info['cudnn']}; onnxruntime-gpu {info['onnxruntime']} "
+        f"(built for CUDA {info['onnxruntime_cuda']}). Host: {machine_line()}.",
+        "",
+        f"Method: `{results['model']}` (synthetic, random weights: latency only), random inputs; every "
+        f"configuration lives in one process; each of {rounds} rounds measures every configuration "
+        f"once in a new shuffled order (1 warm-up run, then runs until "
+        + ", ".join(f"{v:g} s at batch {k}" for k, v in budgets.items())
+        + "). p50 is the median of the per-round p50s (spread: lowest and highest round p50); p90 "
+        "pools every run. IO-bound runs end with an output synchronization. FP16 is the workbench "
+        "`fp16` pass (float16 inside, float32 inputs and outputs). cuDNN algorithm search EXHAUSTIVE; "
+        "TF32 allowed (ONNX Runtime's default).",
+        "",
+    ]
+    for key, r in results.items():
+        if not (key.startswith("b") and key[1:].isdigit()):
+            continue
+        batch = int(key[1:])
+        lines += [f"### Batch {batch}", "",
+                  "| configuration | p50 ms | spread ms | p90 ms | img/s | vs fp32 numpy | runs |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, c in r["configs"].items():
+            lines.append(f"| {name} | {c['p50_ms']:.3f} | {c['spread_ms'][0]:.3f}-{c['spread_ms'][1]:.3f} | "
+                         f"{c['p90_ms']:.3f} | {c['throughput']:,.0f} | {c['vs_baseline']:.2f}x | "
+                         f"{c['iterations']} |")
+        lines.append("")
+    lines += ["### What each choice did (ratio of p50s; above 1 = faster)", "",
+              "| change | " + " | ".join(f"batch {k[1:]}" for k in results if k.startswith("b") and k[1:].isdigit())
+              + " |", "|---|" + "---|" * sum(1 for k in results if k.startswith("b") and k[1:].isdigit())]
+    for label, slow, fast in PAIRS:
+        cells = []
+        for key, r in results.items():
+            if key.startswith("b") and key[1:].isdigit():
+                c = r["configs"]
+                cells.append(f"{c[slow]['p50_ms'] / c[fast]['p50_ms']:.2f}x")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+PAIRS = [
+    ("IO binding vs NumPy in/out (fp32 NCHW)", "fp32 NCHW numpy", "fp32 NCHW binding"),
+    ("+ CUDA graph (fp32 NCHW, bound)", "fp32 NCHW binding", "fp32 NCHW binding+graph"),
+    ("NHWC vs NCHW (fp32, bound + graph)", "fp32 NCHW binding+graph", "fp32 NHWC binding+graph"),
+    ("NHWC vs NCHW (fp16, bound + graph)", "fp16 NCHW binding+graph", "fp16 NHWC binding+graph"),
+    ("FP16 vs FP32 (NHWC, bound + graph)", "fp32 NHWC binding+graph", "fp16 NHWC binding+graph"),
+    ("IO binding + graph vs NumPy in/out (fp16 NHWC)", "fp16 NHWC numpy", "fp16 NHWC binding+graph"),
+    ("all of it vs FP32 NCHW NumPy in/out", "fp32 NCHW numpy", "fp16 NHWC binding+graph"),
+]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", default="sample:resnet50")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 256])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--budget-small", type=float, default=0.3, help="seconds per config per round, batch 1")
+    p.add_argument("--budget-large", type=float, default=1.0, help="seconds per config per round, large batch")
+    p.add_argument("--min-iterations", type=int, default=10)
+    a = p.parse_args()
+    budgets = {b: (a.budget_small if b == 1 else a.budget_large) for b in a.batches}
+    info = gpu_info()
+    print(info)
+    results = run(a.model, a.batches, a.rounds, budgets, a.min_iterations)
+    write_json("gpu", {"gpu": info, "rounds": a.rounds, "budgets_s": budgets, "results": results})
+    (HERE / "results" / "gpu.md").write_text(report(results, info, a.rounds, budgets))
+    print((HERE / "results" / "gpu.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
