@@ -141,7 +141,7 @@ def test_workbench_in_jupyterlab(browser, lab):
         n_cells = cells.count()
         expect(page.locator('.jp-DebuggerBugButton[aria-disabled="false"]')).to_have_count(1, timeout=120_000)
         page.screenshot(path=str(SHOTS / "00_kernel_ready.png"))
-        for attempt in range(3):  # Run > Run All Cells; retry only if nothing was scheduled
+        for _attempt in range(3):  # Run > Run All Cells; retry only if nothing was scheduled
             page.get_by_role("menuitem", name="Run", exact=True).click()
             page.locator('#jp-mainmenu-run li[data-command="runmenu:run-all"]').click()
             try:
