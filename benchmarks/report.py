@@ -6,7 +6,8 @@ import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ["latency_overhead", "cpu_baseline"]
+SECTIONS = ["latency_overhead", "cpu_baseline", "passes_fusion", "passes_quant", "passes_prune",
+            "passes_best", "ui_timings", "gpu"]
 
 
 def main() -> None:
