@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -28,6 +29,7 @@ __all__ = [
     "parse_input_arg",
     "resolve_inputs",
     "random_feeds",
+    "parse_profiles",
 ]
 
 DEFAULT_DIM = 32  # for dynamic dimensions other than the batch (sequence lengths, image sides)
@@ -218,3 +220,25 @@ def random_feeds(inputs: list[ResolvedInput], seed: int = 0,
         raise InputSpecError(f"the model has no input named {sorted(unknown)[0]!r}",
                              f"its inputs are: {', '.join(r.spec.name for r in inputs)}")
     return feeds
+
+
+Profile = tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+
+
+def parse_profiles(value: Any) -> tuple[Profile, ...]:
+    """Dynamic-shape profiles ``{name: (min, opt, max)}`` or ``[(name, min, opt, max), ...]``,
+    checked (min <= opt <= max in every dimension); used by the TensorRT engines."""
+    from ..errors import UsageError  # noqa: PLC0415
+
+    items = value.items() if isinstance(value, dict) else [(v[0], v[1:]) for v in value]
+    out = []
+    for name, shapes in items:
+        try:
+            lo, opt, hi = (tuple(int(d) for d in s) for s in shapes)
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"profile for {name!r} must be (min, opt, max) shapes, got {shapes!r}") from e
+        if not (len(lo) == len(opt) == len(hi)) or any(not a <= b <= c for a, b, c in zip(lo, opt, hi)):
+            raise UsageError(f"profile for {name!r} needs min <= opt <= max in every dimension, "
+                             f"got {list(lo)}, {list(opt)}, {list(hi)}")
+        out.append((str(name), lo, opt, hi))
+    return tuple(out)

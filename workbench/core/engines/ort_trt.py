@@ -24,6 +24,7 @@ from typing import Any
 from ...errors import CacheError, UsageError
 from ..model import Model
 from ..paths import cache_dir
+from ..shapes import parse_profiles
 from .base import Availability
 from .ort_cuda import OPT_LEVELS, OrtCudaOptions, OrtCudaRunner, model_precision, ort_cuda_version
 
@@ -89,7 +90,7 @@ class OrtTensorRTOptions:
         if self.cuda_graph and not self.io_binding:
             raise UsageError("cuda_graph needs io_binding",
                              "a CUDA graph replays fixed device buffers: keep io_binding=True")
-        object.__setattr__(self, "profile_shapes", _profiles(self.profile_shapes))
+        object.__setattr__(self, "profile_shapes", parse_profiles(self.profile_shapes))
         object.__setattr__(self, "provider_options", tuple((str(k), str(v)) for k, v in (
             self.provider_options.items() if isinstance(self.provider_options, dict)
             else self.provider_options)))
@@ -119,21 +120,6 @@ class OrtTensorRTOptions:
                     f"{name}:{'x'.join(str(d) for d in shapes[i])}" for name, *shapes in self.profile_shapes)
         opts.update(dict(self.provider_options))
         return opts
-
-
-def _profiles(value: Any) -> tuple[tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]], ...]:
-    items = value.items() if isinstance(value, dict) else [(v[0], v[1:]) for v in value]
-    out = []
-    for name, shapes in items:
-        try:
-            lo, opt, hi = (tuple(int(d) for d in s) for s in shapes)
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"profile for {name!r} must be (min, opt, max) shapes, got {shapes!r}") from e
-        if not (len(lo) == len(opt) == len(hi)) or any(not a <= b <= c for a, b, c in zip(lo, opt, hi)):
-            raise UsageError(f"profile for {name!r} needs min <= opt <= max in every dimension, "
-                             f"got {list(lo)}, {list(opt)}, {list(hi)}")
-        out.append((str(name), lo, opt, hi))
-    return tuple(out)
 
 
 def _ort_trt_provider_lib() -> Path | None:

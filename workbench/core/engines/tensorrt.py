@@ -46,6 +46,7 @@ from ...errors import CacheError, EngineRunError, EngineUnavailableError, UsageE
 from ..gpu import scan_gpus
 from ..model import TWO_GB, Model
 from ..paths import cache_dir
+from ..shapes import parse_profiles
 from .base import Runner
 
 __all__ = ["TensorRTOptions", "TensorRTRunner", "EngineBuild", "build_engine", "typing_mode",
@@ -148,7 +149,7 @@ class TensorRTOptions:
             if not 1 <= lo <= opt <= hi:
                 raise UsageError(f"batch_range needs 1 <= min <= opt <= max, got {(lo, opt, hi)}")
             object.__setattr__(self, "batch_range", (lo, opt, hi))
-        object.__setattr__(self, "profile_shapes", _profiles(self.profile_shapes))
+        object.__setattr__(self, "profile_shapes", parse_profiles(self.profile_shapes))
 
     def key(self) -> dict[str, Any]:
         """What goes into the engine cache key (what changes the built engine)."""
@@ -156,21 +157,6 @@ class TensorRTOptions:
                 "profile_shapes": [[n, list(a), list(b), list(c)] for n, a, b, c in self.profile_shapes],
                 "level": self.builder_optimization_level, "workspace": self.workspace_bytes,
                 "sparse": self.sparse_weights, "detailed": self.detailed_profile, "module": self.module}
-
-
-def _profiles(value: Any) -> tuple[tuple[str, Shape, Shape, Shape], ...]:
-    items = value.items() if isinstance(value, dict) else [(v[0], v[1:]) for v in value]
-    out = []
-    for name, shapes in items:
-        try:
-            lo, opt, hi = (tuple(int(d) for d in s) for s in shapes)
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"profile for {name!r} must be (min, opt, max) shapes, got {shapes!r}") from e
-        if not (len(lo) == len(opt) == len(hi)) or any(not a <= b <= c for a, b, c in zip(lo, opt, hi)):
-            raise UsageError(f"profile for {name!r} needs min <= opt <= max in every dimension, "
-                             f"got {list(lo)}, {list(opt)}, {list(hi)}")
-        out.append((str(name), lo, opt, hi))
-    return tuple(out)
 
 
 # ---------------------------------------------------------------------------------------------
