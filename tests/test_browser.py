@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -89,11 +90,15 @@ def lab(tmp_path):
     }.items():
         (settings / rel).parent.mkdir(parents=True, exist_ok=True)
         (settings / rel).write_text(json.dumps(body))
+    # Serve a copy of the notebooks: JupyterLab autosaves outputs into the files it runs.
+    root = tmp_path / "root"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "notebooks", root / "notebooks",
+                    ignore=shutil.ignore_patterns("exported_build", "uploaded_models"))
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
                IPYTHONDIR=str(tmp_path / "ipy"), JUPYTER_TOKEN=TOKEN, JUPYTER_PLATFORM_DIRS="1")
     log = open(tmp_path / "lab.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workbench", "lab", "--no-browser", "--port", str(port), "--",
+        [sys.executable, "-m", "workbench", "lab", "--no-browser", "--port", str(port), "--root", str(root), "--",
          f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={tmp_path / 'ws'}",
          "--LabApp.extension_manager=readonly"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -258,7 +258,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     from .lab import lab_command  # noqa: PLC0415
 
     extra = [a for a in args.jupyter_args if a != "--"]
-    cmd = lab_command(port=args.port, open_browser=not args.no_browser, extra=extra)
+    cmd = lab_command(port=args.port, open_browser=not args.no_browser, extra=extra, root=args.root)
     print("starting: " + " ".join(cmd), file=sys.stderr, flush=True)
     os.execv(cmd[0], cmd)
     return 0  # not reached
@@ -348,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("lab", help="launch JupyterLab on the workbench notebook (127.0.0.1)")
     s.add_argument("--port", type=int, default=8888)
     s.add_argument("--no-browser", action="store_true")
+    s.add_argument("--root", default=None, metavar="DIR",
+                   help="serve this folder (holding notebooks/) instead of the repository")
     s.add_argument("jupyter_args", nargs=argparse.REMAINDER,
                    help="after --: more options for jupyter lab (e.g. -- --LabApp.user_settings_dir=DIR)")
     s.set_defaults(fn=cmd_lab)

@@ -18,15 +18,20 @@ def notebooks_dir() -> Path:
 
 
 def lab_command(port: int = 8888, open_browser: bool = True, notebook: str = DEFAULT_NOTEBOOK,
-                token: str | None = None, extra: list[str] | None = None) -> list[str]:
-    """The ``jupyter lab`` command line: loopback only, no news or update checks."""
-    nb_dir = notebooks_dir()
-    if not (nb_dir / notebook).is_file():
-        raise UsageError(f"notebook {nb_dir / notebook} is missing",
+                token: str | None = None, extra: list[str] | None = None,
+                root: str | Path | None = None) -> list[str]:
+    """The ``jupyter lab`` command line: loopback only, no news or update checks.
+
+    ``root`` serves another folder (e.g. a copy of the notebooks); it must hold ``notebooks/``.
+    """
+    base = Path(root).resolve() if root else notebooks_dir().parent
+    nb = base / "notebooks" / notebook
+    if not nb.is_file():
+        raise UsageError(f"notebook {nb} is missing",
                          "restore it from the repository (git checkout notebooks/)")
     cmd = [
-        sys.executable, "-m", "jupyterlab", str(nb_dir / notebook),
-        f"--ServerApp.root_dir={nb_dir.parent}",
+        sys.executable, "-m", "jupyterlab", str(nb),
+        f"--ServerApp.root_dir={base}",
         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
