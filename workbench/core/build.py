@@ -9,8 +9,6 @@ their reports.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from .machine import machine_info
 from .model import Model, ModelSource, load_model
 from .passes.base import PassContext, PassReport, Progress
 from .passes.recipe import Recipe
+from .paths import atomic_write
 
 __all__ = ["BuildResult", "optimize", "write_build"]
 
@@ -150,13 +149,6 @@ def write_build(result: BuildResult, out_dir: str | Path, force: bool = False) -
     payloads = [result.model.proto.SerializeToString(),
                 json.dumps(manifest, indent=2, default=str).encode()]
     for target, data in zip(targets, payloads):
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(target, data)
     return targets[0]
 

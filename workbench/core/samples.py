@@ -8,15 +8,11 @@ downloaded.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
-
 from ..errors import ModelLoadError
-from .paths import cache_dir, samples_dir
+from .paths import atomic_write, cache_dir, samples_dir
 
 __all__ = ["Sample", "SAMPLES", "get_sample", "sample_path"]
 
@@ -68,18 +64,6 @@ def get_sample(name: str) -> Sample:
     return SAMPLES[key]
 
 
-def _atomic_save(model: onnx.ModelProto, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def sample_path(name: str) -> Path:
     """The file of a sample, generating a synthetic one into the cache on first use."""
     s = get_sample(name)
@@ -93,5 +77,5 @@ def sample_path(name: str) -> Path:
     if not path.is_file():
         from .synthetic import build_resnet  # noqa: PLC0415
 
-        _atomic_save(build_resnet(s.depth or 50), path)
+        atomic_write(path, build_resnet(s.depth or 50).SerializeToString())
     return path

@@ -30,8 +30,6 @@ import contextlib
 import hashlib
 import importlib
 import json
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -45,7 +43,7 @@ import onnx
 from ...errors import CacheError, EngineRunError, EngineUnavailableError, UsageError
 from ..gpu import scan_gpus
 from ..model import TWO_GB, Model
-from ..paths import cache_dir
+from ..paths import atomic_write, cache_dir
 from ..shapes import parse_profiles
 from .base import Runner
 
@@ -347,18 +345,6 @@ def _gpu_key(device_id: int) -> tuple[str, str]:
     return (g.name, g.compute_capability) if g else ("unknown-gpu", "0.0")
 
 
-def _atomic_write(path: Path, data: bytes | memoryview) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_engine(model: Model, options: TensorRTOptions | None = None,
                  shapes: dict[str, Shape] | None = None, *, trt: Any = None,
                  calibrator: Any = None) -> EngineBuild:
@@ -461,7 +447,7 @@ def build_engine(model: Model, options: TensorRTOptions | None = None,
                              "try precision='model', a larger workspace_bytes, or another profile")
     if timing_file is not None:
         try:
-            _atomic_write(timing_file, memoryview(config.get_timing_cache().serialize()))
+            atomic_write(timing_file, memoryview(config.get_timing_cache().serialize()))
         except OSError as e:
             notes.append(f"timing cache not saved: {e}")
     info = {
@@ -591,8 +577,8 @@ class TensorRTRunner(Runner):
             plan, self.build_info = built.plan, {**built.info, "engine_cache_hit": False}
             if o.engine_cache:
                 try:
-                    _atomic_write(path, plan)
-                    _atomic_write(path.with_suffix(".json"), json.dumps(built.info, indent=2).encode())
+                    atomic_write(path, plan)
+                    atomic_write(path.with_suffix(".json"), json.dumps(built.info, indent=2).encode())
                 except OSError as e:
                     raise CacheError(f"cannot write the TensorRT engine cache {path.parent}: {e}",
                                      "set WORKBENCH_CACHE_DIR to a writable folder, or engine_cache=False") from e
