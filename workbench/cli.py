@@ -7,13 +7,12 @@ escapes is a bug and keeps its traceback (exit status 1).
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import NoReturn
 
+from .commands.common import add_model_inputs, print_json, progress, shapes_values
 from .errors import UsageError, WorkbenchError
 
 __all__ = ["main"]
@@ -25,48 +24,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
         raise SystemExit(2)
-
-
-def _clean(x: Any) -> Any:
-    """Strict JSON: non-finite floats become null (e.g. SQNR of identical outputs)."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
-
-
-def _print_json(obj: Any) -> None:
-    print(json.dumps(_clean(obj), indent=2, allow_nan=False))
-
-
-def _progress(args: argparse.Namespace) -> Callable[[str, int, int], None] | None:
-    """A tqdm bar on a terminal; nothing with --quiet or when stderr is not a TTY."""
-    if getattr(args, "quiet", False) or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm  # noqa: PLC0415
-
-    bars: dict[str, Any] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=stage, file=sys.stderr, leave=False)
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return update
-
-
-def _shapes_values(args: argparse.Namespace) -> tuple[dict, dict]:
-    from .core.shapes import parse_input_arg, parse_shape_arg  # noqa: PLC0415
-
-    shapes = dict(parse_shape_arg(s) for s in getattr(args, "shape", None) or [])
-    values = dict(parse_input_arg(s) for s in getattr(args, "input", None) or [])
-    return shapes, values
 
 
 def _fmt_count(n: float) -> str:
@@ -82,7 +39,7 @@ def cmd_samples(args: argparse.Namespace) -> int:
     rows = [{"name": f"sample:{s.name}", "description": s.description, "latency_only": s.latency_only,
              "labeled_data": s.test_data is not None} for s in SAMPLES.values()]
     if args.json:
-        _print_json(rows)
+        print_json(rows)
     else:
         for r in rows:
             print(f"{r['name']:<24} {r['description']}")
@@ -96,7 +53,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
     engines = list_engines()
     if args.json:
-        _print_json({"engines": [e.to_dict() for e in engines], "gpus": scan_gpus().to_dict(),
+        print_json({"engines": [e.to_dict() for e in engines], "gpus": scan_gpus().to_dict(),
                      "machine": machine_info()})
         return 0
     mi = machine_info()
@@ -112,10 +69,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .core.model import load_model  # noqa: PLC0415
     from .core.summary import summarize  # noqa: PLC0415
 
-    shapes, _ = _shapes_values(args)
+    shapes, _ = shapes_values(args)
     s = summarize(load_model(args.model), shapes=shapes or None, batch=args.batch)
     if args.json:
-        _print_json(s.to_dict(per_node=args.per_node))
+        print_json(s.to_dict(per_node=args.per_node))
         return 0
     print(f"{s.name}  ({s.size_bytes / 1e6:.2f} MB, {s.fingerprint[:19]})")
     if s.latency_only:
@@ -135,14 +92,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .core.evaluation.run import bench  # noqa: PLC0415
 
-    shapes, values = _shapes_values(args)
+    shapes, values = shapes_values(args)
     r = bench(args.model, device=args.device, batch=args.batch, warmup=args.warmup,
               iterations=None if args.time_budget else args.iterations,
               time_budget_s=args.time_budget, shapes=shapes, values=values,
-              progress=_progress(args), threads=args.threads,
+              progress=progress(args), threads=args.threads,
               optimization_level=args.opt_level)
     if args.json:
-        _print_json(r.to_dict(samples=args.samples))
+        print_json(r.to_dict(samples=args.samples))
         return 0
     lat = r.latency
     print(f"{r.model} on {r.engine} ({r.machine['cpu']}), threads {r.settings.get('threads')}, "
@@ -161,12 +118,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .core.evaluation.run import evaluate  # noqa: PLC0415
 
-    shapes, values = _shapes_values(args)
+    shapes, values = shapes_values(args)
     r = evaluate(args.model, data=args.data, reference=args.reference, limit=args.limit,
-                 batch=args.batch, shapes=shapes, values=values, progress=_progress(args),
+                 batch=args.batch, shapes=shapes, values=values, progress=progress(args),
                  threads=args.threads)
     if args.json:
-        _print_json(r.to_dict())
+        print_json(r.to_dict())
         return 0
     print(f"{r.model} on {r.data}: {r.samples} samples")
     if r.accuracy:
@@ -186,7 +143,7 @@ def cmd_passes(args: argparse.Namespace) -> int:
 
     passes = [p.describe() for p in all_passes().values()]
     if args.json:
-        _print_json(passes)
+        print_json(passes)
         return 0
     for p in passes:
         calib = "  (needs calibration data)" if p["needs_calibration"] else ""
@@ -207,10 +164,10 @@ def cmd_optimize(args: argparse.Namespace) -> int:
                          "e.g. --passes fuse,int8:calibration=entropy")
     recipe = Recipe.parse(args.passes) if args.passes else Recipe.load(args.recipe)
     result = optimize(args.model, recipe, device=args.device, calibration=args.calib,
-                      cache=BuildCache(enabled=not args.no_cache), progress=_progress(args))
+                      cache=BuildCache(enabled=not args.no_cache), progress=progress(args))
     path = write_build(result, args.out, force=args.force)
     if args.json:
-        _print_json({"model": str(path), "manifest": str(path.parent / "manifest.json"),
+        print_json({"model": str(path), "manifest": str(path.parent / "manifest.json"),
                      "cache_hit": result.cache_hit, "wall_s": result.wall_s, **result.manifest()})
         return 0
     src, out = result.source, result.model
@@ -248,7 +205,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     else:
         info = cache.info()
     if args.json:
-        _print_json(info)
+        print_json(info)
     else:
         print(", ".join(f"{k}: {v}" for k, v in info.items()))
     return 0
@@ -262,13 +219,6 @@ def cmd_lab(args: argparse.Namespace) -> int:
     print("starting: " + " ".join(cmd), file=sys.stderr, flush=True)
     os.execv(cmd[0], cmd)
     return 0  # not reached
-
-
-def _model_inputs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--shape", action="append", metavar="NAME=DIMS",
-                   help="fix an input's shape, e.g. input=1x3x224x224 (repeatable)")
-    p.add_argument("--input", action="append", metavar="NAME=VALUE|FILE.npy",
-                   help="give an input's value: a number, a JSON list or a .npy file (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -306,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--samples", action="store_true", help="include every run's latency in --json")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true")
-    _model_inputs(s)
+    add_model_inputs(s)
     s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("eval", help="accuracy on labeled data and fidelity to a reference")
@@ -318,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--json", action="store_true")
-    _model_inputs(s)
+    add_model_inputs(s)
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("passes", help="list the optimization passes with their options")
@@ -353,6 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("jupyter_args", nargs=argparse.REMAINDER,
                    help="after --: more options for jupyter lab (e.g. -- --LabApp.user_settings_dir=DIR)")
     s.set_defaults(fn=cmd_lab)
+
+    import importlib  # noqa: PLC0415
+
+    from .commands import EXTRA  # noqa: PLC0415
+
+    for name in EXTRA:
+        importlib.import_module(name).register(sub)
     return p
 
 
