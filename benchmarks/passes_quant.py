@@ -187,7 +187,9 @@ def report(r50: dict, fm: dict, a) -> str:
                      f"{c['speedup_vs_fp32']:.2f}x ({c['speedup_round_range'][0]:.2f}-"
                      f"{c['speedup_round_range'][1]:.2f}) | {vs_qs:.2f}x | "
                      f"{r50['builds_s'].get(name, 0):.1f} |")
-    lines += ["", "### `sample:resnet-fashion` (trained; FP32 top-1 0.9521 on the 10,000 test images)", "",
+    fp32_acc = fm["accuracy"]["fp32"]
+    lines += ["", f"### `sample:resnet-fashion` (trained; FP32 top-1 {fp32_acc['top1']:.4f} on the "
+              f"{fp32_acc['samples']:,} test images)", "",
               f"Calibration: the first {fm['calibration_samples']} of the 2,000 calibration images. "
               "Top-1 on "
               f"{next(iter(fm['accuracy'].values()))['samples']} test images. The TensorRT-scheme "

@@ -38,7 +38,7 @@ CLASSES = [
 ]
 # Mean and standard deviation of the Fashion-MNIST training pixels, scaled to [0, 1].
 MEAN, STD = 0.2860, 0.3530
-WIDTH = 40  # channels of the first stage; stages are WIDTH x (1, 2, 4, 8)
+WIDTH = 46  # channels of the first stage; stages are WIDTH x (1, 2, 4, 8)
 
 
 def read_idx(path: Path) -> np.ndarray:
