@@ -10,6 +10,10 @@ measured interleaved (a new shuffled order each round, repeated):
 - FP16 (the ``fp16`` pass, float32 interface), NCHW, IO binding + CUDA graph
 - FP16, NHWC, IO binding + CUDA graph
 - FP16, NHWC, NumPy in / NumPy out
+- INT8 Q/DQ (the ``int8`` pass for ``--device cuda``: symmetric S8S8, TensorRT-style placement),
+  NHWC, IO binding + CUDA graph. ONNX Runtime's CUDA provider has no int8 convolution kernels: it
+  runs DequantizeLinear then float convolutions, so this row measures what a user gets from a
+  Q/DQ model on ORT CUDA (the INT8 speed-up needs TensorRT).
 
 Every IO-bound timing is one ``run_with_iobinding`` followed by a synchronization of the outputs
 (the GPU has finished when the clock stops). Random inputs; ``sample:resnet50`` has random
@@ -46,6 +50,7 @@ CONFIGS: dict[str, tuple[str, OrtCudaOptions]] = {
     "fp16 NCHW binding+graph": ("fp16", OrtCudaOptions(cuda_graph=True, prefer_nhwc=False)),
     "fp16 NHWC binding+graph": ("fp16", OrtCudaOptions(cuda_graph=True, prefer_nhwc=True)),
     "fp16 NHWC numpy": ("fp16", OrtCudaOptions(io_binding=False, prefer_nhwc=True)),
+    "int8-qdq NHWC binding+graph": ("int8", OrtCudaOptions(cuda_graph=True, prefer_nhwc=True)),
 }
 BASELINE = "fp32 NCHW numpy"
 
@@ -79,12 +84,23 @@ def run(model: str, batches: list[int], rounds: int, budgets: dict[int, float], 
                  "excluded": rep.excluded, "metrics": rep.metrics, "notes": rep.notes}
     print(f"fp16 pass: {fp16_pass}", flush=True)
     models = {"fp32": fp32, "fp16": build.model}
-    ins, _ = tensor_specs(fp32.proto.graph)
     results: dict[str, Any] = {"model": model, "fp16_pass": fp16_pass}
+    t0 = time.time()
+    try:
+        q = optimize(fp32, "int8", device="cuda")
+        models["int8"] = q.model
+        results["int8_pass"] = {"wall_s": round(time.time() - t0, 1), "recipe": q.recipe.label(),
+                                "calibration": q.calibration}
+    except Exception as e:  # noqa: BLE001 - recorded in the report, the other rows still run
+        results["int8_pass"] = {"error": f"{type(e).__name__}: {e}"}
+    print(f"int8 pass: {results['int8_pass']}", flush=True)
+    ins, _ = tensor_specs(fp32.proto.graph)
     for batch in batches:
         feeds = random_feeds(resolve_inputs(ins, batch=batch))
         runners, fns, settings, setup = [], {}, {}, {}
         for name, (prec, opts) in CONFIGS.items():
+            if prec not in models:
+                continue
             t = time.time()
             r = OrtCudaRunner(models[prec], opts)
             r.activate()
@@ -121,11 +137,18 @@ def report(results: dict, info: dict, rounds: int, budgets: dict[int, float], ho
         f"{info['cuda_driver_api']}; cuDNN {info['cudnn']}; onnxruntime-gpu {info['onnxruntime']} "
         f"(built for CUDA {info['onnxruntime_cuda']}). Host: {host}.",
         "",
-        f"Method: `{results['model']}` (synthetic, random weights: latency only), random inputs; every "
+        f"Method: `{results['model']}` "
+        + ("(synthetic, random weights: latency only)" if results["model"] != "sample:resnet-fashion"
+           else "(the trained sample, 28x28; latency here, accuracy in the CPU sections)")
+        + ", random inputs; every "
         f"configuration lives in one process; each of {rounds} rounds measures every configuration "
         f"once in a new shuffled order (1 warm-up run, then runs until "
         + ", ".join(f"{v:g} s at batch {k}" for k, v in budgets.items())
-        + "). p50 is the median of the per-round p50s (spread: lowest and highest round p50); p90 "
+        + f"). Passes: fp16 {results['fp16_pass'].get('wall_s')} s; int8 "
+        + (f"{results['int8_pass']['wall_s']} s (`{results['int8_pass']['recipe']}`)"
+           if "wall_s" in results.get("int8_pass", {}) else
+           f"failed: {results.get('int8_pass', {}).get('error', 'not run')}")
+        + ". p50 is the median of the per-round p50s (spread: lowest and highest round p50); p90 "
         "pools every run. IO-bound runs end with an output synchronization. FP16 is the workbench "
         "`fp16` pass (float16 inside, float32 inputs and outputs). cuDNN algorithm search EXHAUSTIVE; "
         "TF32 allowed (ONNX Runtime's default).",
@@ -151,7 +174,7 @@ def report(results: dict, info: dict, rounds: int, budgets: dict[int, float], ho
         for key, r in results.items():
             if key.startswith("b") and key[1:].isdigit():
                 c = r["configs"]
-                cells.append(f"{c[slow]['p50_ms'] / c[fast]['p50_ms']:.2f}x")
+                cells.append(f"{c[slow]['p50_ms'] / c[fast]['p50_ms']:.2f}x" if slow in c and fast in c else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     b1 = results.get("b1", {}).get("configs", {})
@@ -176,13 +199,14 @@ PAIRS = [
     ("FP16 vs FP32 (NHWC, bound + graph)", "fp32 NHWC binding+graph", "fp16 NHWC binding+graph"),
     ("IO binding + graph vs NumPy in/out (fp16 NHWC)", "fp16 NHWC numpy", "fp16 NHWC binding+graph"),
     ("all of it vs FP32 NCHW NumPy in/out", "fp32 NCHW numpy", "fp16 NHWC binding+graph"),
+    ("INT8 Q/DQ vs FP16 (NHWC, bound + graph)", "fp16 NHWC binding+graph", "int8-qdq NHWC binding+graph"),
 ]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model", default="sample:resnet50")
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 256])
+    p.add_argument("--models", nargs="+", default=["sample:resnet50", "sample:resnet-fashion"])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--budget-small", type=float, default=0.3, help="seconds per config per round, batch 1")
     p.add_argument("--budget-large", type=float, default=1.0, help="seconds per config per round, large batch")
@@ -192,15 +216,16 @@ def main() -> None:
     if a.report_only:
         d = json.loads((HERE / "results" / "gpu.json").read_text())
         budgets = {int(k): v for k, v in d["budgets_s"].items()}
-        (HERE / "results" / "gpu.md").write_text(
-            report(d["results"], d["gpu"], d["rounds"], budgets, host_line(d["machine"])))
+        (HERE / "results" / "gpu.md").write_text("\n".join(
+            report(r, d["gpu"], d["rounds"], budgets, host_line(d["machine"])) for r in d["models"]))
         return
     budgets = {b: (a.budget_small if b == 1 else a.budget_large) for b in a.batches}
     info = gpu_info()
     print(info)
-    results = run(a.model, a.batches, a.rounds, budgets, a.min_iterations)
-    write_json("gpu", {"gpu": info, "rounds": a.rounds, "budgets_s": budgets, "results": results})
-    (HERE / "results" / "gpu.md").write_text(report(results, info, a.rounds, budgets, machine_line()))
+    models = [run(m, a.batches, a.rounds, budgets, a.min_iterations) for m in a.models]
+    write_json("gpu", {"gpu": info, "rounds": a.rounds, "budgets_s": budgets, "models": models})
+    (HERE / "results" / "gpu.md").write_text(
+        "\n".join(report(r, info, a.rounds, budgets, machine_line()) for r in models))
     print((HERE / "results" / "gpu.md").read_text())
 
 

@@ -386,6 +386,20 @@ def test_bench_on_cuda_reports_what_ran():
     assert r.latency.p50_ms > 0
 
 
+@pytest.mark.gpu
+@needs("ort-cuda")
+def test_bench_on_cuda_reports_compute_and_end_to_end():
+    """Like trtexec: device-resident time and host-to-host time, both synchronized. At batch 256
+    the host copies (800 KB in) must show: end-to-end is not faster than device-resident."""
+    r = bench("sample:resnet-fashion", device="cuda", batch=256, warmup=5, iterations=30)
+    d = r.to_dict()
+    assert r.latency_e2e is not None and d["end_to_end"]["iterations"] == 30
+    assert "device-resident" in d["timing"]
+    assert r.latency_e2e.p50_ms >= 0.95 * r.latency.p50_ms
+    numpy_io = bench("sample:resnet-fashion", device="cuda", batch=8, iterations=10, io_binding=False)
+    assert numpy_io.latency_e2e is None and numpy_io.timing.startswith("host")
+
+
 @pytest.mark.skipif(ENGINES["ort-tensorrt"].available, reason="ort-tensorrt is available here")
 def test_ort_tensorrt_unavailable_says_why():
     with pytest.raises(EngineUnavailableError, match="ort-tensorrt is not available here") as e:
@@ -483,10 +497,19 @@ def test_tensorrt_rtx_parses_and_builds_the_workbench_models(fashion, tmp_path, 
     except EngineUnavailableError as e:
         pytest.skip(str(e))
     opts = TensorRTOptions(module="tensorrt_rtx_bindings", batch_range=(1, 8, 32))
-    for model in (fashion, optimize(fashion, "fp16", device="tensorrt").model):
-        built = build_engine(model, opts, trt=rtx)
-        assert len(built.plan) > 10_000
-        assert built.info["typing"] == "strong" and built.info["profile"]["input"][2][0] == 32
+    sparse = TensorRTOptions(module="tensorrt_rtx_bindings", batch_range=(1, 8, 32), sparse_weights=True)
+    builds = {"fp32": (fashion, opts), "fp16": (optimize(fashion, "fp16", device="tensorrt").model, opts),
+              "int8-qdq": (optimize(fashion, "int8", device="tensorrt").model, opts),
+              "2:4": (optimize(fashion, "prune-2:4", device="tensorrt").model, sparse)}
+    for name, (model, o) in builds.items():
+        built = build_engine(model, o, trt=rtx)
+        assert len(built.plan) > 10_000, name
+        assert built.info["typing"] == "strong" and built.info["profile"]["input"][2][0] == 32, name
+        if name == "2:4":  # the flag is set where this TensorRT has it, else a note says why not
+            if hasattr(rtx.BuilderFlag, "SPARSE_WEIGHTS"):
+                assert "SPARSE_WEIGHTS" in built.info["builder_flags"], built.info
+            else:
+                assert any("sparse_weights" in n for n in built.info["notes"]), built.info
     # The whole runner (cuda-python stream and buffers, deserialization): TensorRT-RTX does not
     # run on data-center GPUs, which must come back as a clear EngineRunError, not a crash.
     feeds = _feeds(fashion, 4)

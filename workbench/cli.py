@@ -112,6 +112,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
           f"mean {lat.mean_ms:.3f} ± {lat.std_ms:.3f}")
     print(f"  throughput: {lat.throughput:.1f} samples/s   peak RSS "
           f"{r.memory['peak_rss_bytes'] / 2**20:.0f} MiB")
+    print(f"  timing: {r.timing}")
+    if (e := r.latency_e2e) is not None:
+        print(f"  end-to-end ms: p50 {e.p50_ms:.3f}  p90 {e.p90_ms:.3f}  p99 {e.p99_ms:.3f}  "
+              f"throughput {e.throughput:.1f} samples/s")
     return 0
 
 

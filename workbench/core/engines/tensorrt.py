@@ -399,6 +399,7 @@ def build_engine(model: Model, options: TensorRTOptions | None = None,
     if o.sparse_weights:
         if hasattr(trt.BuilderFlag, "SPARSE_WEIGHTS"):
             config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
+            flags = [*flags, "SPARSE_WEIGHTS"]
         else:
             notes.append("sparse_weights: no SPARSE_WEIGHTS flag in this TensorRT")
 
@@ -452,7 +453,7 @@ def build_engine(model: Model, options: TensorRTOptions | None = None,
             notes.append(f"timing cache not saved: {e}")
     info = {
         "tensorrt": ver, "module": o.module, "typing": "strong" if strong else "weak",
-        "build_path": path, "builder_flags": flags + (["SPARSE_WEIGHTS"] if o.sparse_weights else []),
+        "build_path": path, "builder_flags": flags,
         "model_precision": mprec, "precision": o.precision,
         "profile": {n: [list(a), list(b), list(c)] for n, (a, b, c) in profile_shapes.items()} or None,
         "builder_optimization_level": o.builder_optimization_level, "workspace_bytes": o.workspace_bytes,

@@ -110,11 +110,23 @@ class BenchResult:
     latency: LatencyResult
     memory: dict[str, Any]
     machine: dict[str, Any] = field(default_factory=machine_info)
+    # GPU engines: ``latency`` keeps inputs and outputs on the device (trtexec's "GPU compute"
+    # view, synchronized); ``latency_e2e`` copies host arrays in and results out on every run.
+    latency_e2e: LatencyResult | None = None
+
+    @property
+    def timing(self) -> str:
+        if self.latency_e2e is None:
+            return "host (inputs and outputs in host memory)"
+        return "device-resident (IO bound on the GPU, synchronized); end_to_end adds host transfers"
 
     def to_dict(self, samples: bool = False) -> dict[str, Any]:
         lat = self.latency.to_dict(samples=samples)
+        extra = {"end_to_end": self.latency_e2e.to_dict(samples=samples)} if self.latency_e2e else {}
         return {
             **lat,
+            **extra,
+            "timing": self.timing,
             "threads": self.settings.get("threads"),
             "device": self.device,
             "engine": self.engine,
@@ -162,12 +174,17 @@ def bench(
         on = (lambda d, t: progress("latency", d, t)) if progress else None
         lat = time_callable(fn, batch=actual_batch, warmup=warmup, iterations=iterations,
                             time_budget_s=time_budget_s, on_progress=on)
+        e2e = None
+        if runner.engine != "ort-cpu" and runner.settings.get("io_binding", True):
+            on = (lambda d, t: progress("end-to-end", d, t)) if progress else None
+            e2e = time_callable(lambda: runner.infer(feeds), batch=actual_batch, warmup=warmup,
+                                iterations=iterations, time_budget_s=time_budget_s, on_progress=on)
     return BenchResult(
         model=m.name, fingerprint=m.fingerprint, engine=runner.engine, device=runner.device,
         settings=runner.settings,
         inputs={r.spec.name: {"shape": list(r.shape), "dtype": r.spec.dtype} for r in resolved},
         assumed=[f"{r.spec.name}: {n}" for r in resolved for n in r.defaults],
-        latency=lat, memory=mem.to_dict(),
+        latency=lat, memory=mem.to_dict(), latency_e2e=e2e,
     )
 
 
