@@ -523,3 +523,17 @@ def test_tensorrt_rtx_parses_and_builds_the_workbench_models(fashion, tmp_path, 
         with pytest.raises(UsageError, match="strongly typed"):
             build_engine(fashion, TensorRTOptions(module="tensorrt_rtx_bindings", precision="fp16",
                                                   batch_range=(1, 1, 1)), trt=rtx)
+
+
+def test_qdq_models_run_nchw_by_default(fashion):
+    """On an H100, ONNX Runtime 1.31's NHWC rewrite broke every Q/DQ convolution ("Input channels
+    C is not equal to kernel channels * group"): Q/DQ models get NCHW unless asked otherwise."""
+    from workbench.core.build import optimize
+
+    qdq = optimize(fashion, "int8", device="cuda").model
+    auto = _CpuBound(qdq)
+    assert auto.settings["prefer_nhwc"] is False and "Q/DQ" in auto.settings["prefer_nhwc_note"]
+    assert OrtCudaRunner.providers(auto)[0][1]["prefer_nhwc"] == "0"
+    forced = _CpuBound(qdq, OrtCudaOptions(prefer_nhwc=True))
+    assert forced.settings["prefer_nhwc"] is True and "prefer_nhwc_note" not in forced.settings
+    assert OrtCudaRunner.providers(_CpuBound(fashion))[0][1]["prefer_nhwc"] == "1"

@@ -125,7 +125,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     shapes, values = shapes_values(args)
     r = evaluate(args.model, data=args.data, reference=args.reference, limit=args.limit,
                  batch=args.batch, shapes=shapes, values=values, progress=progress(args),
-                 threads=args.threads)
+                 device=args.device, threads=args.threads)
     if args.json:
         print_json(r.to_dict())
         return 0
@@ -267,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--data", default=None, help=".npz, image folder (DIR/<class>/...), or sample:NAME")
     s.add_argument("--reference", default=None, metavar="MODEL", help="compare outputs to this model")
+    s.add_argument("--device", default="cpu", help="engine to run the model on (the reference runs on cpu)")
     s.add_argument("--limit", type=int, default=None, help="at most this many samples")
     s.add_argument("--batch", type=int, default=100)
     s.add_argument("--threads", type=int, default=None)

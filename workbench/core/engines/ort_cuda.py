@@ -84,8 +84,11 @@ class OrtCudaOptions:
             ``settings["cuda_graph_note"]`` says why; ``True``: required, and a model whose dynamic
             dimensions keep shape computations on the CPU gets one session per input shape with
             those dimensions fixed; ``False``: off.
-        prefer_nhwc: channels-last convolutions (the CUDA provider's ``prefer_nhwc``); on by
-            default: 1.2-1.4x on ResNet-50 on an H100, float32 and float16 alike.
+        prefer_nhwc: channels-last convolutions (the CUDA provider's ``prefer_nhwc``). ``None``
+            (default): on, 1.2-1.4x on ResNet-50 on an H100 in float32 and float16 alike, except
+            for Q/DQ (int8) models: ONNX Runtime 1.31's NHWC rewrite breaks their convolutions
+            ("Input channels C is not equal to kernel channels * group", seen on an H100), so
+            they run NCHW and ``settings["prefer_nhwc_note"]`` says so.
         cudnn_conv_algo_search: ``EXHAUSTIVE``, ``HEURISTIC`` or ``DEFAULT``.
         use_tf32: allow TF32 tensor-core math for float32 convolutions and matmuls.
         optimization_level: ONNX Runtime graph optimization level.
@@ -100,7 +103,7 @@ class OrtCudaOptions:
     device_id: int = 0
     io_binding: bool = True
     cuda_graph: bool | None = None
-    prefer_nhwc: bool = True
+    prefer_nhwc: bool | None = None
     cudnn_conv_algo_search: str = "EXHAUSTIVE"
     use_tf32: bool = True
     optimization_level: str = "all"
@@ -136,7 +139,7 @@ class OrtCudaOptions:
         opts = {
             "device_id": str(self.device_id),
             "cudnn_conv_algo_search": self.cudnn_conv_algo_search,
-            "prefer_nhwc": "1" if self.prefer_nhwc else "0",
+            "prefer_nhwc": "0" if self.prefer_nhwc is False else "1",
             "enable_cuda_graph": "1" if self.cuda_graph is not False and self.io_binding else "0",
             "use_tf32": "1" if self.use_tf32 else "0",
         }
@@ -231,6 +234,12 @@ class OrtCudaRunner(Runner):
         self._graph = self.options.cuda_graph is not False and self.options.io_binding
         self._graph_note: str | None = None
         self._precision = model_precision(model.proto)
+        self._nhwc = self.options.prefer_nhwc is not False
+        self._nhwc_note: str | None = None
+        if self.options.prefer_nhwc is None and self._precision == "int8-qdq":
+            self._nhwc = False
+            self._nhwc_note = ("NCHW for this Q/DQ model: ONNX Runtime's NHWC rewrite breaks Q/DQ "
+                               "convolutions (set prefer_nhwc=True to try it anyway)")
         graph = model.proto.graph
         init = {i.name for i in graph.initializer}
         self._inputs = [i for i in graph.input if i.name not in init]
@@ -245,6 +254,7 @@ class OrtCudaRunner(Runner):
     def providers(self) -> list[Any]:
         cuda = self.options.cuda_provider_options()
         cuda["enable_cuda_graph"] = "1" if self.graph_capture else "0"
+        cuda["prefer_nhwc"] = "1" if self._nhwc else "0"
         return [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
 
     def before_session(self) -> None:
@@ -268,7 +278,7 @@ class OrtCudaRunner(Runner):
             "io_binding": o.io_binding,
             "cuda_graph": self.graph_capture,
             "cuda_graph_asked": {None: "auto", True: "yes", False: "no"}[o.cuda_graph],
-            "prefer_nhwc": o.prefer_nhwc,
+            "prefer_nhwc": self._nhwc,
             "cudnn_conv_algo_search": o.cudnn_conv_algo_search,
             "use_tf32": o.use_tf32,
             "optimization_level": o.optimization_level,
@@ -279,6 +289,8 @@ class OrtCudaRunner(Runner):
         s.update(self._resolved)  # what ONNX Runtime made of it (kept after deactivate, for reports)
         if self._graph_note:
             s["cuda_graph_note"] = self._graph_note
+        if self._nhwc_note:
+            s["prefer_nhwc_note"] = self._nhwc_note
         if self._per_shape:
             s["cuda_graph_sessions"] = ("one per input shape: ONNX Runtime runs the model's shape "
                                         "computations on the CPU unless its dimensions are fixed")
@@ -555,6 +567,8 @@ class OrtCudaRunner(Runner):
             return "use a smaller batch, or another GPU"
         if "graph" in low:
             return "CUDA graphs need fixed shapes and every node on the GPU: use cuda_graph=False"
+        if "kernel channels" in low and self._nhwc and self._precision == "int8-qdq":
+            return "ONNX Runtime's NHWC rewrite breaks Q/DQ convolutions: use prefer_nhwc=False"
         return "set the input's shape with --shape NAME=DIMS or its value with --input NAME=VALUE"
 
     def _describe_run_error(self, e: Exception, feeds: dict[str, np.ndarray]) -> str:

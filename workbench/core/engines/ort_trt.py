@@ -233,6 +233,6 @@ class OrtTensorRTRunner(OrtCudaRunner):
             "profile_shapes": {n: [list(a), list(b), list(c)] for n, a, b, c in o.profile_shapes} or None,
             "tensorrt_libraries": list(trt_libraries()),
         })
-        for k in ("prefer_nhwc", "cudnn_conv_algo_search", "use_tf32", "cuda_graph_asked"):
+        for k in ("prefer_nhwc", "prefer_nhwc_note", "cudnn_conv_algo_search", "use_tf32", "cuda_graph_asked"):
             s.pop(k, None)  # CUDA-provider options; TensorRT decides layouts and kernels itself
         return s
