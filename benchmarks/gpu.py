@@ -197,6 +197,11 @@ def report(results: dict, info: dict, rounds: int, budgets: dict[int, float], ho
         lines += ["Without a CUDA graph, batch 1 is bound by the CPU launching every kernel one by one, "
                   "and its per-round p50 moved a lot between rounds (" + "; ".join(noisy) + "): read "
                   "those rows as a range. With a CUDA graph the spread is a few percent.", ""]
+    if results.get("failed"):
+        lines += ["Configurations that failed (kept in the results, not hidden):", ""]
+        lines += [f"- {k}: {v[:240]}" for k, v in results["failed"].items()]
+        lines += ["", "The engine now runs Q/DQ models NCHW by default for this reason "
+                  "(`prefer_nhwc=None`: on, except for Q/DQ models).", ""]
     lines += ["For comparison, the figures in the workplace's GPU notes (same GPU kind, torchvision "
               "ResNet-50 with random weights, one run): ORT CUDA FP32 NCHW with IO binding 2.05 ms at "
               "batch 1 and 6,250 img/s at batch 256; + CUDA graph 0.92 ms and 6,320 img/s; FP16 + NHWC + "

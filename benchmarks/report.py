@@ -7,7 +7,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ["latency_overhead", "cpu_baseline", "passes_fusion", "passes_quant", "passes_prune",
-            "passes_best", "ui_timings", "gpu"]
+            "passes_best", "ui_timings", "gpu", "gpu_verification"]
 
 
 def main() -> None:

@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--data", default=None, help=".npz, image folder (DIR/<class>/...), or sample:NAME")
     s.add_argument("--reference", default=None, metavar="MODEL", help="compare outputs to this model")
-    s.add_argument("--device", default="cpu", help="engine to run the model on (the reference runs on cpu)")
+    s.add_argument("--device", default="cpu", help="engine that runs the model (and the reference): cpu, cuda, ...")
     s.add_argument("--limit", type=int, default=None, help="at most this many samples")
     s.add_argument("--batch", type=int, default=100)
     s.add_argument("--threads", type=int, default=None)
