@@ -101,3 +101,18 @@ def test_random_dataset_batched_and_grouped():
 
     ds = random_dataset(load_model(scalar_int32_model()), 3)
     assert ds.groups is not None and len(ds) == 3
+
+
+def test_a_build_made_from_a_sample_uses_the_samples_data(tmp_path, monkeypatch):
+    """Builds are named `sample:NAME+recipe`: evaluating one, or building on it again, must find
+    the sample's test and calibration sets (this once failed with "no sample named ...")."""
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path))
+    from workbench import evaluate
+    from workbench.core.build import optimize
+
+    fused = optimize("sample:resnet-fashion", "fuse").model
+    assert fused.source.startswith("sample:resnet-fashion+")
+    r = evaluate(fused, limit=40)
+    assert r.samples == 40 and r.accuracy is not None and r.data.endswith("fashion_mnist_test.npz")
+    q = optimize(fused, "int8:samples=16")
+    assert q.calibration is not None and q.calibration["source"].endswith("fashion_mnist_calib.npz")

@@ -65,11 +65,11 @@ def _calibration_for(model: Model, recipe: Recipe, calib: str | Dataset | None,
         return load_dataset(calib, model)
     if not (needs or uses):
         return None
-    if model.source.startswith("sample:"):
-        from .samples import get_sample  # noqa: PLC0415
+    from .samples import sample_origin  # noqa: PLC0415
 
-        if get_sample(model.source).calib_data:
-            return load_dataset(f"{model.source}:calib", model)
+    origin = sample_origin(model.source)  # a sample, or a build made from one
+    if origin is not None and origin.calib_data:
+        return load_dataset(f"sample:{origin.name}:calib", model)
     if not needs:
         return None
     raise DataError(f"{', '.join(s.name for s in recipe.passes)} needs calibration data",

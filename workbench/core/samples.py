@@ -64,6 +64,13 @@ def get_sample(name: str) -> Sample:
     return SAMPLES[key]
 
 
+def sample_origin(source: str) -> Sample | None:
+    """The sample a model is, or was built from (``sample:NAME+recipe``), else None."""
+    if not source.startswith("sample:"):
+        return None
+    return SAMPLES.get(source.removeprefix("sample:").split("+", 1)[0])
+
+
 def sample_path(name: str) -> Path:
     """The file of a sample, generating a synthetic one into the cache on first use."""
     s = get_sample(name)

@@ -246,14 +246,15 @@ def load_dataset(data: str | Path | None, model: Model) -> Dataset:
     a folder in the ImageNet layout (``DIR/<class>/<image>``), ``sample:NAME`` (a sample's test
     set, ``sample:NAME:calib`` its calibration set), or None for the model's own sample test set.
     """
-    from ..samples import get_sample  # noqa: PLC0415
+    from ..samples import get_sample, sample_origin  # noqa: PLC0415
 
     pre = Preprocessing.from_model(model)
     if data is None:
-        if not model.source.startswith("sample:") or get_sample(model.source).test_data is None:
+        origin = sample_origin(model.source)  # a sample, or a build made from one
+        if origin is None or origin.test_data is None:
             raise DataError(f"no evaluation data given for {model.name}",
                             "give --data FILE.npz or DIR (or --reference MODEL for fidelity)")
-        data = model.source
+        data = f"sample:{origin.name}"
     text = str(data)
     if text.startswith("sample:"):
         name, _, part = text.partition(":")[2].partition(":")
