@@ -45,6 +45,26 @@ def test_toggle_build_and_deltas(panel):
     panel.disable("fuse")
 
 
+def test_latency_deltas_show_before_accuracy(panel, monkeypatch):
+    """First deltas (latency, size, memory) render as soon as latency is measured; the accuracy
+    on the quick subset follows in the same build."""
+    seen = {}
+    real = panel._first_deltas
+
+    def spy(rec):
+        real(rec)
+        seen["html"], seen["accuracy"] = panel.w_deltas.value, rec.accuracy
+
+    monkeypatch.setattr(panel, "_first_deltas", spy)
+    panel.enable("fold")
+    rec = panel.build()
+    panel.disable("fold")
+    assert seen["accuracy"] is None and "being measured" in seen["html"]
+    assert "data-metric='p50_ms'" in seen["html"] and "data-metric='top1'" not in seen["html"]
+    assert rec.accuracy is not None and "data-metric='top1'" in panel.w_deltas.value
+    assert panel.first_deltas_at is not None
+
+
 def test_errors_show_in_the_panel_not_as_exceptions(panel):
     panel.enable("fuse")
     panel.w_passes["fuse"][1]["ort_fusions"].value = True

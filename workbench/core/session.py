@@ -163,8 +163,13 @@ class Session:
     # -- building and measuring -------------------------------------------------------------------
     def build(self, recipe: Recipe | str, *, device: str | None = None, progress: Progress | None = None,
               measure: bool = True, refine: bool = False,
-              on_refined: Callable[[BuildRecord], None] | None = None) -> BuildRecord:
-        """Build ``recipe`` for ``device``, then measure it against the baseline."""
+              on_refined: Callable[[BuildRecord], None] | None = None,
+              on_latency: Callable[[BuildRecord], None] | None = None) -> BuildRecord:
+        """Build ``recipe`` for ``device``, then measure it against the baseline.
+
+        ``on_latency`` is called as soon as latency is measured, before the accuracy on the quick
+        subset (a panel shows the first deltas there).
+        """
         device = device or self.device
         recipe = Recipe.parse(recipe) if isinstance(recipe, str) else recipe
         if not recipe.passes:
@@ -177,16 +182,19 @@ class Session:
         rec = self._record(result.model, result.recipe, result, device)
         self._by_config[config] = rec
         if measure:
-            self.measure(rec, progress=progress)
+            self.measure(rec, progress=progress, on_latency=on_latency)
             if refine:
                 self.refine_async(rec, on_refined)
         return rec
 
-    def measure(self, rec: BuildRecord, *, progress: Progress | None = None) -> BuildRecord:
+    def measure(self, rec: BuildRecord, *, progress: Progress | None = None,
+                on_latency: Callable[[BuildRecord], None] | None = None) -> BuildRecord:
         """Latency interleaved with the baseline, then accuracy on the quick subset."""
         if self.baseline.latency is None and rec is not self.baseline:
             self.measure(self.baseline, progress=progress)
         self._measure_latency(rec, progress)
+        if on_latency is not None:
+            on_latency(rec)
         rec.accuracy = self._accuracy(rec.model, self.quick_samples, progress)
         if rec is self.baseline and self.baseline.accuracy:
             self.baseline.accuracy.top1_agreement, self.baseline.accuracy.cosine = 1.0, 1.0

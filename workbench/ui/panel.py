@@ -8,6 +8,7 @@ notebooks and tests drive the same object.
 from __future__ import annotations
 
 import html
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ class Workbench:
         self.current: BuildRecord | None = None
         self.netron = NetronServer()
         self._building = False
+        self.first_deltas_at: float | None = None  # perf_counter() when the last first deltas showed
         self._build_ui(model, auto_build, refine)
         self.load(model, measure=measure_baseline)
 
@@ -268,7 +270,8 @@ class Workbench:
         recipe.instantiate()  # option errors before any work
         self._building = True  # option changes made while building do not start another build
         try:
-            rec = self.session.build(recipe, device=self.device, progress=self._progress, measure=True)
+            rec = self.session.build(recipe, device=self.device, progress=self._progress, measure=True,
+                                     on_latency=self._first_deltas)
         finally:
             self._building = False
         self.current = rec
@@ -279,6 +282,13 @@ class Workbench:
         else:
             self._stage("done")
         return rec
+
+    def _first_deltas(self, rec: BuildRecord) -> None:
+        """Latency, size and memory deltas as soon as they are measured; accuracy follows."""
+        self.current = rec
+        self._render()
+        self._stage("measuring accuracy on the quick subset")
+        self.first_deltas_at = time.perf_counter()
 
     def wait(self) -> None:
         """Block until background accuracy refinement is done."""
@@ -346,7 +356,8 @@ class Workbench:
     @staticmethod
     def _deltas_html(rec: BuildRecord, d: dict[str, dict[str, Any]]) -> str:
         a = rec.accuracy
-        which = ("full labeled set" if a.full else f"subset of {a.samples}") if a else "n/a"
+        which = (("full labeled set" if a.full else f"subset of {a.samples}") if a else
+                 "quick subset: being measured" if not rec.error else "n/a")
         ci = f" (95% CI {a.top1_ci[0]:.4f}-{a.top1_ci[1]:.4f})" if a and a.top1_ci else ""
         cells = []
         for key, v in d.items():

@@ -439,8 +439,8 @@ class ChannelPrunePass(Pass):
                                    "ONNX Runtime's AVX2 kernels and tensor cores; the ratio is then approximate)"),
         Option("reconstruct", bool, None, "refit each consumer Conv from calibration data (default: "
                                           "on when calibration data is given)"),
-        Option("samples", int, 1000, "calibration images used for reconstruction"),
-        Option("positions", int, 16, "output positions sampled per image for reconstruction"),
+        Option("samples", int, 256, "calibration images used for reconstruction"),
+        Option("positions", int, 48, "output positions sampled per image for reconstruction"),
         Option("ridge", float, 1e-3, "ridge penalty, relative to the mean input energy"),
     )
 
