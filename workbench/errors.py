@@ -19,6 +19,7 @@ __all__ = [
     "UsageError",
     "PassError",
     "CacheError",
+    "BundleError",
 ]
 
 
@@ -68,3 +69,7 @@ class PassError(WorkbenchError):
 
 class CacheError(WorkbenchError):
     """The build cache cannot be used (unwritable folder, ...)."""
+
+
+class BundleError(WorkbenchError):
+    """An exported bundle is malformed, tampered with, truncated or points outside itself."""

@@ -98,6 +98,7 @@ class OrtCudaOptions:
         config: extra ``SessionOptions.add_session_config_entry`` pairs.
         preload_dlls: ``onnxruntime.preload_dlls()`` before creating the session (CUDA and cuDNN
             from NVIDIA's pip packages); ``None`` = only if the first try cannot start the provider.
+        optimized_model_path: where ONNX Runtime writes the graph it optimized, if set.
     """
 
     device_id: int = 0
@@ -112,6 +113,7 @@ class OrtCudaOptions:
     provider_options: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     config: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     preload_dlls: bool | None = None
+    optimized_model_path: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.device_id, int) or self.device_id < 0:
@@ -436,6 +438,8 @@ class OrtCudaRunner(Runner):
             so.add_session_config_entry(k, v)
         for dim, value in (fixed or {}).items():
             so.add_free_dimension_override_by_name(dim, value)
+        if o.optimized_model_path:
+            so.optimized_model_filepath = o.optimized_model_path
         so.log_severity_level = 2  # warnings (CPU fallbacks, Memcpy nodes) are captured for settings
         return so
 

@@ -115,6 +115,8 @@ class TensorRTOptions:
             model has no Q/DQ nodes.
         module: the TensorRT Python module (``tensorrt``; ``tensorrt_rtx_bindings`` builds with
             TensorRT-RTX, which cannot run on data-center GPUs).
+        plan: a serialized engine to run instead of building one (an exported bundle's plan);
+            it must come from the same TensorRT version and GPU.
     """
 
     device_id: int = 0
@@ -129,6 +131,7 @@ class TensorRTOptions:
     detailed_profile: bool = True
     calibration: Any = field(default=None, compare=False, repr=False)
     module: str = "tensorrt"
+    plan: bytes | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.device_id, int) or self.device_id < 0:
@@ -564,8 +567,10 @@ class TensorRTRunner(Runner):
         """Build (or load) the engine, deserialize it and make an execution context."""
         trt, o = self.trt, self.options
         path = self._cache_path(shapes)
-        plan = None
-        if o.engine_cache and path.exists():
+        plan = o.plan
+        if plan is not None:
+            self.build_info = {"plan_given": True, "engine_cache_hit": False}
+        elif o.engine_cache and path.exists():
             with contextlib.suppress(OSError, ValueError):
                 plan = path.read_bytes()
                 self.build_info = {**json.loads(path.with_suffix(".json").read_text()), "engine_cache_hit": True}
@@ -583,7 +588,7 @@ class TensorRTRunner(Runner):
                 except OSError as e:
                     raise CacheError(f"cannot write the TensorRT engine cache {path.parent}: {e}",
                                      "set WORKBENCH_CACHE_DIR to a writable folder, or engine_cache=False") from e
-        self.build_info["engine_file"] = str(path) if o.engine_cache else None
+        self.build_info["engine_file"] = str(path) if o.engine_cache and o.plan is None else None
         self._runtime = trt.Runtime(self._log)
         self.trt_engine = self._runtime.deserialize_cuda_engine(plan)
         if self.trt_engine is None:
