@@ -90,14 +90,17 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from .commands.bundle import target  # noqa: PLC0415
     from .core.evaluation.run import bench  # noqa: PLC0415
 
     shapes, values = shapes_values(args)
-    r = bench(args.model, device=args.device, batch=args.batch, warmup=args.warmup,
+    model, device, opts = target(args.model, args.device)  # a bundle runs as exported
+    opts.update({k: v for k, v in (("threads", args.threads), ("optimization_level", args.opt_level))
+                 if v is not None})
+    r = bench(model, device=device, batch=args.batch, warmup=args.warmup,
               iterations=None if args.time_budget else args.iterations,
               time_budget_s=args.time_budget, shapes=shapes, values=values,
-              progress=progress(args), threads=args.threads,
-              optimization_level=args.opt_level)
+              progress=progress(args), **opts)
     if args.json:
         print_json(r.to_dict(samples=args.samples))
         return 0
@@ -120,12 +123,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .commands.bundle import target  # noqa: PLC0415
     from .core.evaluation.run import evaluate  # noqa: PLC0415
 
     shapes, values = shapes_values(args)
-    r = evaluate(args.model, data=args.data, reference=args.reference, limit=args.limit,
+    model, device, opts = target(args.model, args.device)  # a bundle runs as exported
+    if args.threads is not None:
+        opts["threads"] = args.threads
+    if "plan" in opts and args.reference:
+        raise UsageError("--reference cannot run with a TensorRT bundle's plan",
+                         "eval the bundle alone, or its model.onnx with --reference")
+    r = evaluate(model, data=args.data, reference=args.reference, limit=args.limit,
                  batch=args.batch, shapes=shapes, values=values, progress=progress(args),
-                 device=args.device, threads=args.threads)
+                 device=device, **opts)
     if args.json:
         print_json(r.to_dict())
         return 0
@@ -247,16 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_info)
 
     s = sub.add_parser("bench", help="measure latency and throughput")
-    s.add_argument("model")
-    s.add_argument("--device", default="cpu")
+    s.add_argument("model", help="a .onnx path, sample:NAME or a bundle folder")
+    s.add_argument("--device", default=None, help="cpu (default), cuda[:N], ...; a bundle's own device")
     s.add_argument("--batch", type=int, default=None, help="batch size (default 1)")
     s.add_argument("--threads", type=int, default=None, help="intra-op threads (default: cores)")
     s.add_argument("--warmup", type=int, default=10)
     s.add_argument("--iterations", type=int, default=100)
     s.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="time for as many iterations as fit, in place of --iterations")
-    s.add_argument("--opt-level", default="all", choices=["disabled", "basic", "extended", "all"],
-                   help="ONNX Runtime graph optimization level")
+    s.add_argument("--opt-level", default=None, choices=["disabled", "basic", "extended", "all"],
+                   help="ONNX Runtime graph optimization level (default all; a bundle's as exported)")
     s.add_argument("--samples", action="store_true", help="include every run's latency in --json")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true")
@@ -264,10 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("eval", help="accuracy on labeled data and fidelity to a reference")
-    s.add_argument("model")
+    s.add_argument("model", help="a .onnx path, sample:NAME or a bundle folder")
     s.add_argument("--data", default=None, help=".npz, image folder (DIR/<class>/...), or sample:NAME")
     s.add_argument("--reference", default=None, metavar="MODEL", help="compare outputs to this model")
-    s.add_argument("--device", default="cpu", help="engine that runs the model (and the reference): cpu, cuda, ...")
+    s.add_argument("--device", default=None,
+                   help="engine that runs the model (and the reference): cpu (default), cuda, ...; "
+                        "a bundle's own device")
     s.add_argument("--limit", type=int, default=None, help="at most this many samples")
     s.add_argument("--batch", type=int, default=100)
     s.add_argument("--threads", type=int, default=None)
