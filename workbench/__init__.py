@@ -12,6 +12,7 @@ The core API (no UI imported)::
 from .core.engines.registry import list_engines
 from .core.evaluation.data import Dataset, Preprocessing, load_dataset, random_dataset
 from .core.evaluation.run import BenchResult, EvalResult, bench, evaluate, make_runner
+from .core.export import Bundle, load_bundle
 from .core.machine import machine_info
 from .core.model import Model, load_model
 from .core.samples import SAMPLES, get_sample
@@ -24,5 +25,5 @@ __all__ = [
     "Model", "load_model", "summarize", "ModelSummary", "SAMPLES", "get_sample",
     "list_engines", "make_runner", "bench", "evaluate", "BenchResult", "EvalResult",
     "Dataset", "Preprocessing", "load_dataset", "random_dataset", "machine_info",
-    "WorkbenchError", "__version__",
+    "Bundle", "load_bundle", "WorkbenchError", "__version__",
 ]

@@ -51,7 +51,7 @@ from .passes.recipe import Recipe
 from .shapes import random_feeds, resolve_inputs, tensor_specs
 
 __all__ = ["Bundle", "BundleWarning", "MeasureSpec", "Reproduction", "export", "export_bundle",
-           "load_bundle", "reproduce", "BUNDLE_FORMAT", "BUNDLE_VERSION"]
+           "graph_fingerprint", "load_bundle", "reproduce", "is_bundle", "BUNDLE_FORMAT", "BUNDLE_VERSION"]
 
 BUNDLE_FORMAT = "workbench-bundle"
 BUNDLE_VERSION = 1
@@ -142,6 +142,40 @@ def _compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, An
     return {"identical": bool(same), "max_abs": diff}
 
 
+_TOKEN = re.compile(r"token_\d+")
+
+
+def graph_fingerprint(model: Model) -> str:
+    """Fingerprint of ONNX Runtime's optimized graph without node names, generated names canonical.
+
+    ONNX Runtime names the nodes it inserts (``ReorderOutput``, ``ReorderOutput_token_36``)
+    differently from one session to the next, so the same optimization saves different bytes
+    (seen with its NCHWc layout pass on the sample). Node names carry no meaning in ONNX; the
+    nodes, their order, the tensors and the weights are compared as they are.
+    """
+    import onnx  # noqa: PLC0415
+
+    from .model import fingerprint_of  # noqa: PLC0415
+
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    seen: dict[str, str] = {}
+
+    def canon(name: str) -> str:
+        return _TOKEN.sub(lambda t: seen.setdefault(t.group(0), f"token_{len(seen)}"), name)
+
+    g = proto.graph
+    for n in g.node:
+        n.ClearField("name")
+        n.input[:] = [canon(x) for x in n.input]
+        n.output[:] = [canon(x) for x in n.output]
+    for t in g.initializer:
+        t.name = canon(t.name)
+    for v in [*g.input, *g.output, *g.value_info]:
+        v.name = canon(v.name)
+    return fingerprint_of(proto)
+
+
 def _engine_section(build: BuildResult, engine: str, device: str, tmp: Path,
                     options: dict[str, Any], batch: int) -> dict[str, Any]:
     """Produce the engine artifact in ``tmp`` and describe how to run it."""
@@ -171,7 +205,7 @@ def _engine_section(build: BuildResult, engine: str, device: str, tmp: Path,
             return sec
         sec.update(artifact="engine.onnx", artifact_kind="onnxruntime optimized model",
                    run_options=_options_dict(run_opts), verified=check,
-                   artifact_fingerprint=art.fingerprint)
+                   artifact_fingerprint=graph_fingerprint(art))
         if level in ("all", "extended") and engine == "ort-cpu":
             sec["notes"].append(f"optimized at level {level!r}: the graph may hold kernels for this "
                                 "CPU's instruction sets (NCHWc); other CPUs run model.onnx")
@@ -684,8 +718,14 @@ def reproduce(manifest_path: str | Path, *, out: str | Path | None = None, sourc
     cmp("source fingerprint", src_rec.get("fingerprint"), new["source"]["fingerprint"])
     cmp("calibration hash", (m.get("calibration") or {}).get("hash"), (new.get("calibration") or {}).get("hash"))
     cmp("recipe", m["recipe"], new["recipe"])
+    art_old, art_new = m["engine"].get("artifact"), new["engine"].get("artifact")
     for name in sorted(set(m["files"]) | set(new["files"])):
         if name == "README.md":
+            continue
+        if name == art_old == art_new and m["engine"].get("artifact_fingerprint"):
+            cmp(f"{name} graph", m["engine"]["artifact_fingerprint"],
+                new["engine"].get("artifact_fingerprint"))
+            cmp(f"{name} bytes", m["files"][name]["sha256"], new["files"][name]["sha256"])
             continue
         cmp(name, (m["files"].get(name) or {}).get("sha256"), (new["files"].get(name) or {}).get("sha256"))
     cmp("model fingerprint", m["output"].get("fingerprint"), new["output"]["fingerprint"])
@@ -694,13 +734,18 @@ def reproduce(manifest_path: str | Path, *, out: str | Path | None = None, sourc
     cmp("engine options", m["engine"].get("options"), new["engine"].get("options"))
     cmp("library versions", {k: v for k, v in (m.get("runtime") or {}).items()},
         {k: v for k, v in (new.get("runtime") or {}).items()})
-    artefacts = [k for k in compared if k in m["files"] or k in new["files"] or k == "model fingerprint"]
+    artefacts = [k for k in compared if k in m["files"] or k in new["files"] or k == "model fingerprint"
+                 or k == f"{art_old} graph"]
     identical = all(compared[k]["same"] for k in artefacts)
     differences = [k for k, v in compared.items() if not v["same"]]
     notes = []
     if not compared["library versions"]["same"]:
         notes.append("library versions differ: a different ONNX, ONNX Runtime or onnxscript can change the "
                      "passes' output")
+    if art_old and not compared.get(f"{art_old} bytes", {"same": True})["same"] \
+            and compared.get(f"{art_old} graph", {}).get("same"):
+        notes.append(f"{art_old}: the bytes differ only in the node names ONNX Runtime generates; the "
+                     "graph and weights are the same (graph fingerprint)")
     if m["engine"].get("name") == "tensorrt":
         notes.append("TensorRT picks kernels by timing them, so a rebuilt plan can differ byte for byte "
                      "even on the same GPU")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from .build import BuildResult, optimize, write_build
+from .build import BuildResult, optimize
 from .cache import BuildCache
 from .evaluation.data import Dataset, load_dataset
 from .evaluation.latency import LatencyResult, time_callable
@@ -345,10 +345,22 @@ class Session:
             Path(path).write_text(text)
         return text
 
-    def export(self, rec: BuildRecord, out_dir: str | Path, force: bool = False) -> Path:
+    def export(self, rec: BuildRecord, out_dir: str | Path, force: bool = False,
+               measure: bool = True) -> Path:
+        """Export ``rec`` as a bundle (see ``core.export``); returns the bundle's ``model.onnx``.
+
+        The manifest also keeps this session's measurements of the build (``session_row``).
+        """
+        from .export import MeasureSpec, export_bundle  # noqa: PLC0415
+
         if rec.build is None:
             raise UsageError("the baseline is the original model", "build a recipe, then export it")
-        return write_build(rec.build, out_dir, force=force)
+        spec = MeasureSpec(batch=self.batch, threads=self.threads, data=self.data,
+                           samples=min(self.quick_samples, 500)) if measure else None
+        opts = {"threads": self.threads} if self.threads else {}
+        path = export_bundle(rec.build, out_dir, force=force, engine_options=opts, measure=spec,
+                             extra={"session_row": rec.row()})
+        return path / "model.onnx"
 
     def best(self, max_top1_drop: float = 0.01) -> BuildRecord | None:
         """The fastest measured build whose top-1 is within ``max_top1_drop`` of the baseline."""

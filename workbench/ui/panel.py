@@ -310,7 +310,8 @@ class Workbench:
         if self.current is None:
             raise WorkbenchError("nothing built yet", "build a recipe first")
         p = self.session.export(self.current, folder, force=force)
-        self.w_export_msg.value = f"exported <code>{html.escape(str(p))}</code> and manifest.json"
+        self.w_export_msg.value = (f"exported the bundle <code>{html.escape(str(p.parent))}</code> "
+                                   "(model, engine, manifest.json, README.md)")
         return p
 
     def show_netron(self) -> str:
