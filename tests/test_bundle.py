@@ -17,7 +17,8 @@ import pytest
 from conftest import tiny_cnn
 from workbench import list_engines, load_bundle, make_runner
 from workbench.core.build import optimize
-from workbench.core.export import BundleWarning, MeasureSpec, export, reproduce
+from workbench.core.bundle import BundleWarning
+from workbench.core.export import MeasureSpec, export, reproduce
 from workbench.core.session import Session
 from workbench.errors import BundleError, UsageError
 
@@ -178,6 +179,8 @@ def _symlink_outside(d: Path) -> None:
     (lambda d: _edit_manifest(d, lambda m: _rename_file(m, "model.onnx", "sub/model.onnx")), "not a plain name"),
     (lambda d: _edit_manifest(d, lambda m: m["engine"].update(artifact="other.onnx")), "file list does not hold"),
     (_symlink_outside, "outside the bundle"),
+    (lambda d: _edit_manifest(d, lambda m: m["engine"]["run_options"].update(optimized_model_path="/tmp/x")),
+     "option 'optimized_model_path', which a bundle may not set"),
 ])
 def test_broken_bundles_are_refused(copy: Path, breakage, match):
     breakage(copy)

@@ -9,10 +9,10 @@ The core API (no UI imported)::
     print(wb.evaluate(model).accuracy.top1)
 """
 
+from .core.bundle import Bundle, load_bundle
 from .core.engines.registry import list_engines
 from .core.evaluation.data import Dataset, Preprocessing, load_dataset, random_dataset
 from .core.evaluation.run import BenchResult, EvalResult, bench, evaluate, make_runner
-from .core.export import Bundle, load_bundle
 from .core.machine import machine_info
 from .core.model import Model, load_model
 from .core.samples import SAMPLES, get_sample

@@ -19,7 +19,7 @@ __all__ = ["register", "target"]
 def target(model: str, device: str | None) -> tuple[Any, str, dict[str, Any]]:
     """(model, device, engine options) for ``bench``/``eval``: a bundle folder is verified and
     runs as exported (warnings on stderr); anything else is passed through."""
-    from ..core.export import is_bundle, load_bundle  # noqa: PLC0415
+    from ..core.bundle import is_bundle, load_bundle  # noqa: PLC0415
 
     if not is_bundle(model):
         return model, device or "cpu", {}

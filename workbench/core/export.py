@@ -12,25 +12,20 @@ DIR/manifest.json    source fingerprint, resolved recipe, pass reports, engine a
 DIR/README.md        how to run it
 ```
 
-Loading is plain data only: JSON, ONNX protobuf and TensorRT plans are read, nothing is imported
-or executed from the folder. Every file name in the manifest must be a plain name inside the
-folder, and every file's size and sha256 must match before anything is parsed. A bundle is
-written into a hidden temporary sibling folder and renamed into place, so an interrupted export
-leaves no folder at the target (a hard kill can leave the hidden ``.NAME.*.partial`` folder).
+:mod:`workbench.core.bundle` opens and verifies bundles (plain data only). A bundle is written
+into a hidden temporary sibling folder and renamed into place, so an interrupted export leaves no
+folder at the target (a hard kill can leave the hidden ``.NAME.*.partial`` folder beside it).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
 import time
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +33,20 @@ import numpy as np
 
 from ..errors import BundleError, DataError, UsageError, WorkbenchError
 from .build import BuildResult, optimize
+from .bundle import (
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    MANIFEST,
+    MODEL_FILE,
+    SAFE_OPTIONS,
+    Bundle,
+    BundleWarning,
+    is_bundle,
+    load_bundle,
+    open_bundle,
+    sha256_file,
+)
 from .cache import BuildCache
-from .engines.base import Runner
 from .engines.registry import engine_for_device
 from .evaluation.data import Dataset, load_dataset, random_dataset
 from .evaluation.metrics import FidelityAccumulator, topk_correct
@@ -50,19 +57,8 @@ from .passes.base import Progress
 from .passes.recipe import Recipe
 from .shapes import random_feeds, resolve_inputs, tensor_specs
 
-__all__ = ["Bundle", "BundleWarning", "MeasureSpec", "Reproduction", "export", "export_bundle",
-           "graph_fingerprint", "load_bundle", "reproduce", "is_bundle", "BUNDLE_FORMAT", "BUNDLE_VERSION"]
-
-BUNDLE_FORMAT = "workbench-bundle"
-BUNDLE_VERSION = 1
-MANIFEST = "manifest.json"
-MODEL_FILE = "model.onnx"
-_MAX_MANIFEST_BYTES = 32 << 20
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # a plain file name: no '/', no '..'
-
-
-class BundleWarning(UserWarning):
-    """A bundle loads, but something about this machine differs from where it was exported."""
+__all__ = ["MeasureSpec", "Reproduction", "export", "export_bundle", "graph_fingerprint", "reproduce",
+           "Bundle", "BundleWarning", "load_bundle", "is_bundle"]
 
 
 @dataclass(frozen=True)
@@ -84,14 +80,6 @@ class MeasureSpec:
 
 # ---------------------------------------------------------------------------------------------
 # writing
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -340,6 +328,10 @@ def export_bundle(build: BuildResult, out_dir: str | Path, *, force: bool = Fals
                          "use `workbench optimize`, which keeps the model as one file")
     entry = engine_for_device(build.device)
     options = dict(engine_options or {})
+    bad = sorted(set(options) - SAFE_OPTIONS.get(entry.name, set()))
+    if bad:
+        raise UsageError(f"the {entry.name} option {bad[0]!r} cannot go into a bundle",
+                         f"bundles carry these options only: {', '.join(sorted(SAFE_OPTIONS[entry.name]))}")
     if entry.name == "ort-cpu" and options.get("threads") is None:
         from .engines.ort_cpu import default_threads  # noqa: PLC0415
 
@@ -368,7 +360,7 @@ def export_bundle(build: BuildResult, out_dir: str | Path, *, force: bool = Fals
             manifest.update(extra)
         manifest["metrics"] = None
         if measure is not None:
-            bundle = _open(tmp, dict(manifest, files=_file_table(tmp)), verify=False)
+            bundle = open_bundle(tmp, dict(manifest, files=_file_table(tmp)), verify=False)
             manifest["metrics"] = _measure(bundle, build.source, measure, progress)
         _write(tmp / "README.md", _readme(manifest).encode())
         manifest["files"] = _file_table(tmp)
@@ -392,7 +384,7 @@ def _finite(x: Any) -> Any:
 
 
 def _file_table(folder: Path) -> dict[str, dict[str, Any]]:
-    return {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    return {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
             for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}
 
 
@@ -431,208 +423,6 @@ def export(model: ModelSource, recipe: Recipe | str, out_dir: str | Path, *, dev
     path = export_bundle(build, out_dir, force=force, engine_options=engine_options, measure=measure,
                          progress=progress)
     return load_bundle(path, warn=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# loading
-
-
-@dataclass
-class Bundle:
-    """A verified bundle: its manifest, its model and how to run its engine here."""
-
-    path: Path
-    manifest: dict[str, Any]
-    model: Model  # model.onnx
-    engine_model: Model | None  # ONNX Runtime's optimized graph, where it can run here
-    plan: bytes | None  # TensorRT's serialized engine, where it can run here
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def device(self) -> str:
-        return str(self.manifest["engine"]["device"])
-
-    @property
-    def engine(self) -> str:
-        return str(self.manifest["engine"]["name"])
-
-    def target(self, device: str | None = None) -> tuple[Model, str, dict[str, Any]]:
-        """(model, device, engine options) that run this bundle as exported.
-
-        Another ``device`` runs ``model.onnx`` there with that engine's defaults.
-        """
-        eng = self.manifest["engine"]
-        if device is not None and engine_for_device(device).name != eng["name"]:
-            return self.model, device, {}
-        device = device or self.device
-        if self.engine_model is not None:
-            return self.engine_model, device, dict(eng["run_options"])
-        opts = dict(eng.get("options") or {})
-        if self.plan is not None:
-            opts = {**eng["run_options"], "plan": self.plan}
-        return self.model, device, opts
-
-    def runner(self, device: str | None = None, **overrides: Any) -> Runner:
-        """A runner for this bundle (``with bundle.runner() as r: r.infer(feeds)``)."""
-        model, dev, opts = self.target(device)
-        return make_runner(model, dev, **{**opts, **overrides})
-
-
-def _fail(path: Path, what: str, hint: str = "export the bundle again, or copy it again in full") -> BundleError:
-    return BundleError(f"bundle {path}: {what}", hint)
-
-
-def _read_manifest(folder: Path) -> dict[str, Any]:
-    if not folder.exists():
-        raise BundleError(f"no such bundle folder: {folder}", "give the folder `workbench export` wrote")
-    mpath = folder / MANIFEST
-    if not mpath.is_file() or mpath.is_symlink():
-        raise _fail(folder, f"no {MANIFEST} in it (a regular file)", "give a folder `workbench export` wrote")
-    if mpath.stat().st_size > _MAX_MANIFEST_BYTES:
-        raise _fail(folder, f"{MANIFEST} is larger than {_MAX_MANIFEST_BYTES >> 20} MiB")
-    try:
-        m = json.loads(mpath.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise _fail(folder, f"{MANIFEST} is not valid JSON ({e})") from e
-    if not isinstance(m, dict) or m.get("format") != BUNDLE_FORMAT:
-        raise _fail(folder, f"{MANIFEST} is not a workbench bundle manifest (no format {BUNDLE_FORMAT!r})")
-    if m.get("version") != BUNDLE_VERSION:
-        raise _fail(folder, f"bundle version {m.get('version')!r}; this workbench reads {BUNDLE_VERSION}",
-                    "load it with the workbench version that exported it")
-    for key, kind in (("files", dict), ("engine", dict), ("source", dict), ("recipe", dict),
-                      ("output", dict), ("model_file", str)):
-        if not isinstance(m.get(key), kind):
-            raise _fail(folder, f"{MANIFEST} has no valid {key!r} entry")
-    return m
-
-
-def _safe_file(folder: Path, name: Any, files: dict[str, Any]) -> Path:
-    """The file ``name`` inside ``folder``: a plain name, listed, not leaving the folder."""
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise _fail(folder, f"the manifest names the file {name!r}, which is not a plain name inside the "
-                            "bundle (absolute paths, '..' and subfolders are refused)",
-                    "bundles hold plain file names only; do not edit manifest.json by hand")
-    if name not in files:
-        raise _fail(folder, f"the manifest refers to {name!r}, which its file list does not hold")
-    p = folder / name
-    base = folder.resolve()
-    if p.is_symlink() and p.resolve().parent != base:
-        raise _fail(folder, f"{name} is a symbolic link to {os.readlink(p)}, outside the bundle",
-                    "copy the real file into the bundle")
-    return p
-
-
-def _verify_files(folder: Path, files: dict[str, Any]) -> None:
-    for name, info in files.items():
-        p = _safe_file(folder, name, files)
-        if not isinstance(info, dict) or not isinstance(info.get("sha256"), str) \
-                or not isinstance(info.get("bytes"), int):
-            raise _fail(folder, f"the manifest's entry for {name} has no size and sha256")
-        if not p.exists():
-            raise _fail(folder, f"{name} is missing")
-        if not p.is_file():
-            raise _fail(folder, f"{name} is not a regular file")
-        size = p.stat().st_size
-        if size != info["bytes"]:
-            what = "truncated" if size < info["bytes"] else "longer than exported"
-            raise _fail(folder, f"{name} is {size} bytes, the manifest says {info['bytes']} ({what})")
-        if _sha256(p) != info["sha256"]:
-            raise _fail(folder, f"{name} does not match its sha256 in the manifest (changed since export)")
-
-
-def _version_warnings(m: dict[str, Any]) -> tuple[list[str], bool]:
-    """Mismatches between the exporting machine and this one; True if the engine artifact is unsafe."""
-    eng, rt, here = m["engine"], m.get("runtime") or {}, machine_info()["libraries"]
-    out: list[str] = []
-    unsafe = False
-    name = eng.get("name")
-    libs = ["onnxruntime", "onnxruntime-gpu"] if name != "tensorrt" else ["tensorrt"]
-    for lib in libs:
-        if rt.get(lib) != here.get(lib) and (rt.get(lib) or lib == "tensorrt"):
-            out.append(f"exported with {lib} {rt.get(lib)}, this machine has {here.get(lib) or 'none'}")
-            unsafe = unsafe or eng.get("artifact") is not None
-    for lib in ("onnx", "workbench"):
-        ver = m.get("workbench") if lib == "workbench" else rt.get(lib)
-        from .. import __version__  # noqa: PLC0415
-
-        now = __version__ if lib == "workbench" else here.get(lib)
-        if ver and ver != now:
-            out.append(f"exported with {lib} {ver}, this machine has {now}")
-    if name == "ort-cpu" and eng.get("artifact") and list(rt.get("isa") or []) != list(cpu_isa()):
-        out.append(f"exported on a CPU with {rt.get('isa')}, this one has {list(cpu_isa())}")
-        unsafe = True
-    if name == "tensorrt":
-        from .gpu import scan_gpus  # noqa: PLC0415
-
-        gpus = scan_gpus().gpus
-        dev = int((eng.get("run_options") or {}).get("device_id", 0))
-        g = gpus[dev] if dev < len(gpus) else None
-        want = eng.get("gpu") or {}
-        if g is None or (g.name, g.compute_capability) != (want.get("name"), want.get("compute_capability")):
-            out.append(f"the TensorRT plan was built on {want.get('name')} (sm {want.get('compute_capability')}), "
-                       f"this machine has {g.name if g else 'no GPU'}")
-            unsafe = True
-    if unsafe and eng.get("artifact"):
-        out.append(f"{eng['artifact']} is not used here: the bundle runs model.onnx "
-                   + ("and TensorRT builds a new engine" if name == "tensorrt"
-                      else "and ONNX Runtime optimizes it again"))
-    return out, unsafe
-
-
-def _open(folder: Path, m: dict[str, Any], verify: bool) -> Bundle:
-    files = m["files"]
-    model_path = _safe_file(folder, m["model_file"], files)
-    eng = m["engine"]
-    art = _safe_file(folder, eng["artifact"], files) if eng.get("artifact") is not None else None
-    if eng.get("timing_cache") is not None:
-        _safe_file(folder, eng["timing_cache"], files)
-    if verify:
-        _verify_files(folder, files)
-    source = m["source"].get("source") or ""
-    label = f"{source}+{m.get('recipe_label')}" if source.startswith("sample:") else str(model_path)
-    model = load_model(model_path)
-    if model.fingerprint != m["output"].get("fingerprint"):
-        raise _fail(folder, f"{m['model_file']} has fingerprint {model.fingerprint[:19]}..., the manifest "
-                            f"says {str(m['output'].get('fingerprint'))[:19]}...")
-    model = dataclasses.replace(model, source=label)
-    notes, unsafe = _version_warnings(m) if verify else ([], False)
-    engine_model = plan = None
-    if art is not None and not unsafe:
-        if eng.get("artifact_kind") == "tensorrt serialized engine":
-            plan = art.read_bytes()
-        else:
-            engine_model = dataclasses.replace(load_model(art, check=False), source=label)
-    return Bundle(folder, m, model, engine_model, plan, notes)
-
-
-def load_bundle(path: str | Path, *, warn: bool = True) -> Bundle:
-    """Open a bundle folder: check every file's size and sha256, the model's fingerprint and the
-    runtime versions, then return a :class:`Bundle` ready to run.
-
-    Mismatched runtime versions (or, for TensorRT, another GPU) are warnings (``BundleWarning``,
-    also in ``bundle.warnings``): the bundle then runs ``model.onnx`` rather than the engine
-    artifact. Everything else wrong is a :class:`BundleError`.
-
-    Example:
-        >>> b = load_bundle("out/fuse-cpu")
-        >>> with b.runner() as r:
-        ...     outputs = r.infer(feeds)
-    """
-    folder = Path(path).expanduser()
-    if folder.is_file() and folder.name == MANIFEST:
-        folder = folder.parent
-    m = _read_manifest(folder)
-    bundle = _open(folder, m, verify=True)
-    if warn:
-        for w in bundle.warnings:
-            warnings.warn(w, BundleWarning, stacklevel=2)
-    return bundle
-
-
-def is_bundle(path: str | os.PathLike[str]) -> bool:
-    """A folder with a manifest.json: the CLI treats it as a bundle (and verifies it)."""
-    p = Path(path)
-    return p.is_dir() and (p / MANIFEST).exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -691,7 +481,7 @@ def reproduce(manifest_path: str | Path, *, out: str | Path | None = None, sourc
     try:
         src = load_model(where)
     except WorkbenchError as e:
-        raise BundleError(f"cannot load the source model {where}: {e.message}",
+        raise BundleError(f"cannot load the bundle's source model: {e.message}",
                           "give its current location with --source MODEL") from e
     recipe = Recipe.from_dict(m["recipe"], "the manifest's recipe")
     calib = (m.get("calibration") or {}).get("source")
