@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import statistics
 import time
@@ -64,6 +65,8 @@ def write_json(name: str, payload: dict) -> Path:
 
 def machine_line() -> str:
     m = machine_info()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"{m['cpu']}, {m['physical_cores']} physical cores ({m['logical_cpus']} logical), "
             f"ISA: {', '.join(m['isa']) or 'none read'}; {m['os']}; Python {m['python']}; "
-            + ", ".join(f"{k} {v}" for k, v in m["libraries"].items()))
+            + ", ".join(f"{k} {v}" for k, v in m["libraries"].items())
+            + f"; load average when written (1, 5, 15 min): {load}")
