@@ -267,7 +267,7 @@ def load_bundle(path: str | Path, *, warn: bool = True) -> Bundle:
         ...     outputs = r.infer(feeds)
     """
     folder = Path(path).expanduser()
-    if folder.is_file() and folder.name == MANIFEST:
+    if folder.name == MANIFEST and not folder.is_dir():
         folder = folder.parent
     m = _read_manifest(folder)
     bundle = open_bundle(folder, m, verify=True)
