@@ -197,8 +197,9 @@ def test_eval_and_build_refuse_a_tampered_bundle(copy: Path):
 
 def test_version_mismatch_warns_and_runs_model_onnx(copy: Path):
     _edit_manifest(copy, lambda m: m["runtime"].update(onnxruntime="0.0.1"))
-    with pytest.warns(BundleWarning, match="onnxruntime 0.0.1"):
+    with pytest.warns(BundleWarning) as caught:
         b = load_bundle(copy)
+    assert any("exported with onnxruntime 0.0.1" in str(w.message) for w in caught)
     assert b.engine_model is None and any("engine.onnx is not used" in w for w in b.warnings)
     x = feeds()
     with b.runner() as r, make_runner(optimize(b.manifest["source"]["path"], "fold,fuse").model) as ref:

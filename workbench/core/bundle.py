@@ -157,18 +157,22 @@ def _version_warnings(m: dict[str, Any]) -> tuple[list[str], bool]:
     out: list[str] = []
     unsafe = False
     name = eng.get("name")
-    libs = ["onnxruntime", "onnxruntime-gpu"] if name != "tensorrt" else ["tensorrt"]
-    for lib in libs:
-        if rt.get(lib) != here.get(lib) and (rt.get(lib) or lib == "tensorrt"):
-            out.append(f"exported with {lib} {rt.get(lib)}, this machine has {here.get(lib) or 'none'}")
-            unsafe = unsafe or eng.get("artifact") is not None
-    for lib in ("onnx", "workbench"):
-        ver = m.get("workbench") if lib == "workbench" else rt.get(lib)
-        from .. import __version__  # noqa: PLC0415
+    from .. import __version__  # noqa: PLC0415
 
-        now = __version__ if lib == "workbench" else here.get(lib)
-        if ver and ver != now:
-            out.append(f"exported with {lib} {ver}, this machine has {now}")
+    def ort(libs: dict[str, Any]) -> Any:  # one runtime, whichever wheel (CPU or GPU) carries it
+        return libs.get("onnxruntime") or libs.get("onnxruntime-gpu")
+
+    if name == "tensorrt":
+        runtime, was, now = "tensorrt", rt.get("tensorrt"), here.get("tensorrt")
+    else:
+        runtime, was, now = "onnxruntime", ort(rt), ort(here)
+    if was != now:
+        out.append(f"exported with {runtime} {was}, this machine has {now or 'none'}")
+        unsafe = eng.get("artifact") is not None
+    for lib, was, now in (("onnx", rt.get("onnx"), here.get("onnx")),
+                          ("workbench", m.get("workbench"), __version__)):
+        if was and was != now:
+            out.append(f"exported with {lib} {was}, this machine has {now}")
     if name == "ort-cpu" and eng.get("artifact") and list(rt.get("isa") or []) != list(cpu_isa()):
         out.append(f"exported on a CPU with {rt.get('isa')}, this one has {list(cpu_isa())}")
         unsafe = True
