@@ -26,9 +26,9 @@ QUICK = MeasureSpec(iterations=10, warmup=2, samples=40)
 ENGINES = {e.name: e for e in list_engines()}
 
 
-def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run(*args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, cwd=cwd)
 
 
 def assert_user_error(p: subprocess.CompletedProcess, match: str) -> None:
@@ -130,6 +130,25 @@ def test_cli_export_bench_eval_build(tiny_path: Path, tmp_path: Path):
     assert p.returncode == 0 and p.stdout.startswith("identical"), (p.stdout, p.stderr)
     p = run("export", str(tiny_path), "--passes", "fold", "--out", str(out), "--no-measure")
     assert_user_error(p, "already exists")
+
+
+def test_calibrated_bundle_reproduces_from_another_folder(tiny_path: Path, tmp_path: Path):
+    work = tmp_path / "work"
+    work.mkdir()
+    np.savez(work / "calib.npz", x=feeds(32, seed=2)["x"])
+    p = run("export", str(tiny_path), "--passes", "int8", "--calib", "calib.npz", "--out", "b",
+            "--no-measure", cwd=work)  # a relative calibration path
+    assert p.returncode == 0, p.stderr
+    m = json.loads((work / "b" / "manifest.json").read_text())
+    assert m["calibration"]["source"] == str((work / "calib.npz").resolve()) and m["calibration"]["samples"] == 32
+    p = run("build", "--manifest", str(work / "b" / "manifest.json"), "--json", cwd=tmp_path)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    d = json.loads(p.stdout)
+    assert d["identical"] and d["compared"]["calibration hash"]["same"]
+    np.savez(work / "calib.npz", x=feeds(32, seed=3)["x"])  # the calibration data changed since
+    p = run("build", "--manifest", str(work / "b" / "manifest.json"), "--json", cwd=tmp_path)
+    d = json.loads(p.stdout)
+    assert p.returncode == 3 and "calibration hash" in d["differences"] and "model.onnx" in d["differences"]
 
 
 def test_build_reports_how_a_rebuild_differs(copy: Path, tiny_path: Path, tmp_path: Path):

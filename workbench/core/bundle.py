@@ -204,7 +204,7 @@ SAFE_OPTIONS = {
     "ort-tensorrt": {"device_id", "precision", "builder_optimization_level", "workspace_bytes",
                      "profile_shapes", "io_binding", "cuda_graph", "optimization_level", "threads"},
     "tensorrt": {"device_id", "precision", "batch_range", "profile_shapes", "builder_optimization_level",
-                 "workspace_bytes", "sparse_weights", "detailed_profile", "module"},
+                 "workspace_bytes", "sparse_weights", "detailed_profile", "module", "threads"},
 }
 _TRT_MODULES = {"tensorrt", "tensorrt_rtx_bindings"}
 

@@ -356,6 +356,9 @@ def export_bundle(build: BuildResult, out_dir: str | Path, *, force: bool = Fals
             "build_wall_s": build.wall_s, "cache_hit": build.cache_hit,
         }
         manifest["source"]["path"] = str(build.source.path.resolve()) if build.source.path else None
+        cal = manifest.get("calibration")
+        if cal and not str(cal.get("source", "")).startswith("sample:") and Path(cal["source"]).exists():
+            cal["source"] = str(Path(cal["source"]).resolve())  # reproducible from another folder
         if extra:
             manifest.update(extra)
         manifest["metrics"] = None
