@@ -236,6 +236,9 @@ def test_force_replaces_only_bundles(tiny_path: Path, tmp_path: Path):
     second = export(tiny_path, "fold,fuse", out, measure=None, force=True)
     assert second.manifest["recipe_label"] != first.manifest["recipe_label"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temporary folders left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # an ordinary folder, not mkdtemp's 0700
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")

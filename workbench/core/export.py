@@ -393,6 +393,9 @@ def _file_table(folder: Path) -> dict[str, dict[str, Any]]:
 
 def _commit(tmp: Path, out: Path, force: bool) -> None:
     """Rename the finished bundle into place (replacing an old bundle only with ``force``)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is an ordinary folder
     old = None
     if out.exists():
         _check_target(out, force)
