@@ -15,6 +15,9 @@ stamp="$VENV/.workbench-installed"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "installing the workbench and its dependencies into $VENV (first run: a few minutes)" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+  # e.g. scripts/bench: the CPU build of torch before an extra that depends on torch
+  # shellcheck disable=SC2086
+  [ -z "${WORKBENCH_PIP_FIRST:-}" ] || "$VENV/bin/python" -m pip install -q $WORKBENCH_PIP_FIRST >&2
   "$VENV/bin/python" -m pip install -q -e "$ROOT[${WORKBENCH_EXTRAS:-test}]" >&2
   echo "$want" > "$stamp"
 fi

@@ -1,0 +1,528 @@
+"""The workbench against the tools users would pick instead, side by side in one run.
+
+For each subject model (the samples and real third-party ONNX models shipped inside PyPI wheels):
+every peer builds its model with its own package (``peer_builders.PEERS``), the workbench builds
+its best recipe (and the search result, if ``results/search.json`` exists), all from the same
+FP32 model and the same calibration feeds. Then, per row:
+
+* accuracy on the labeled test set (the trained sample), or fidelity to ORT FP32 ``all``
+  (top-1 agreement, cosine, max error) on fixed random inputs for unlabeled models;
+* latency at batch 1 and throughput at batch 8: every row of a model measured interleaved in one
+  process, in a new shuffled order each round; speed-up = median over rounds of the per-round
+  ratio to ORT FP32 ``all`` (paired, which cancels most load swings on a shared machine);
+* size and build time;
+* a Polygraphy cross-check: ``polygraphy``'s Comparator (``OnnxrtRunner`` on both models, the
+  same inputs) against the workbench's fidelity numbers.
+
+A row whose build or run fails is kept with its error (robustness is a result too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from common import interleaved, machine_line, write_json
+from peer_builders import PEERS, missing
+from workbench import load_dataset, load_model
+from workbench.core.build import optimize
+from workbench.core.cache import BuildCache
+from workbench.core.engines.ort_cpu import OrtCpuOptions, OrtCpuRunner
+from workbench.core.evaluation.data import Dataset
+from workbench.core.evaluation.metrics import FidelityAccumulator, topk_correct
+from workbench.core.machine import machine_info
+from workbench.core.model import Model
+from workbench.core.shapes import random_feeds, resolve_inputs, tensor_specs
+
+HERE = Path(__file__).resolve().parent
+LEVELS = ("disabled", "basic", "extended", "all")
+BASE = "ORT FP32 all"
+XCHECK_BATCHES = 2  # Polygraphy cross-checks the fidelity on the first feeds only (it runs both models)
+Feeds = list[dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A model to compare on. ``shapes`` use -1 for the batch axis; ``wheel`` = (pypi, module, path)."""
+
+    key: str
+    recipes: tuple[str, ...]
+    source: str | None = None
+    wheel: tuple[str, str, str] | None = None
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    values: dict[str, object] = field(default_factory=dict)
+    labeled: bool = False
+    about: str = ""
+
+    def locate(self) -> str:
+        if self.source:
+            return self.source
+        assert self.wheel is not None
+        pkg, module, rel = self.wheel
+        try:
+            path = resources.files(module).joinpath(rel)
+        except ModuleNotFoundError as e:
+            raise FileNotFoundError(f"{pkg} is not installed (pip install -e '.[bench]')") from e
+        if not path.is_file():
+            raise FileNotFoundError(f"{pkg} does not ship {rel}")
+        return str(path)
+
+
+SUBJECTS = [
+    Subject("sample:resnet-fashion", ("prune-channels:ratio=0.5:multiple=8,int8:calibration=entropy",),
+            source="sample:resnet-fashion", labeled=True,
+            about="trained ResNet on Fashion-MNIST (labeled test set)"),
+    Subject("sample:resnet50", ("int8", "fuse"), source="sample:resnet50",
+            about="ResNet-50 with random weights (synthetic: latency and fidelity only)"),
+    Subject("PP-OCRv4 det", ("int8", "fuse"),
+            wheel=("rapidocr-onnxruntime", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx"),
+            shapes={"x": (-1, 3, 320, 320)},
+            about="PaddleOCR v4 text detector (DBNet, MobileNetV3-style backbone, FPN with Resize/ConvTranspose)"),
+    Subject("PP-OCRv4 rec", ("int8", "fuse"),
+            wheel=("rapidocr-onnxruntime", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_rec_infer.onnx"),
+            shapes={"x": (-1, 3, 48, 320)},
+            about="PaddleOCR v4 text recognizer (SVTR: conv stem + attention blocks, CTC head over 6,625 classes)"),
+    Subject("Silero VAD", ("int8", "fuse"),
+            wheel=("silero-vad", "silero_vad", "data/silero_vad_16k_op15.onnx"),
+            shapes={"input": (-1, 512), "state": (2, -1, 128)}, values={"sr": np.int64(16000)},
+            about="Silero voice-activity detector, 16 kHz (STFT conv + LSTM, If subgraphs)"),
+]
+
+
+def _shapes(s: Subject, batch: int) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(batch if d == -1 else d for d in v) for k, v in s.shapes.items()}
+
+
+def subject_feeds(s: Subject, model: Model, batch: int, seed: int) -> dict[str, np.ndarray]:
+    ins, _ = tensor_specs(model.proto.graph)
+    values = {k: np.asarray(v) for k, v in s.values.items()}
+    return random_feeds(resolve_inputs(ins, _shapes(s, batch) or None, batch=batch), seed=seed,
+                        values=values)
+
+
+@dataclass
+class Plan:
+    """What one subject is measured with (counts chosen so the whole run fits its time budget)."""
+
+    calib: int = 16
+    eval_samples: int = 32
+    rounds: int = 3
+    budget_s: float = 0.25
+    min_iterations: int = 3
+
+
+def _data(s: Subject, model: Model, plan: Plan) -> tuple[Dataset, Feeds, np.ndarray | None]:
+    """Calibration dataset (same for everyone), evaluation feeds and labels."""
+    if s.labeled:
+        calib = load_dataset(str(HERE.parent / "sample_models" / "fashion_mnist_calib.npz"), model)
+        calib = Dataset({k: v[:plan.calib] for k, v in calib.inputs.items()}, None, calib.source,
+                        calib.preprocessing)
+        test = load_dataset(None, model)
+        n = min(plan.eval_samples, len(test))
+        feeds = [f for f, _ in test.batches(250, n)]
+        labels = test.labels[:n]
+        return calib, feeds, labels
+    groups = [subject_feeds(s, model, 1, seed=1000 + i) for i in range(plan.calib)]
+    calib = Dataset({}, None, f"random inputs ({plan.calib})", None, [], groups)
+    feeds = [subject_feeds(s, model, 8, seed=2000 + i) for i in range(max(1, plan.eval_samples // 8))]
+    return calib, feeds, None
+
+
+def _build_rows(s: Subject, model: Model, calib: Dataset, search: dict | None,
+                log: Callable[[str], None]) -> dict[str, dict]:
+    calib_feeds = [f for f, _ in calib.batches(16)]
+    rows: dict[str, dict] = {f"ORT FP32 {lv}": {"kind": "ORT FP32", "level": lv, "proto": model.proto,
+                                                "build_s": 0.0} for lv in LEVELS}
+    for name, (pkg, builder) in PEERS.items():
+        why = missing(pkg)
+        if why:
+            rows[name] = {"kind": "peer", "skipped": why}
+            continue
+        rows[name] = _timed(lambda b=builder: b(model.proto, calib_feeds), "peer", log, name)
+    recipes = list(s.recipes)
+    if search and search.get(s.key):
+        recipes.append(search[s.key])
+    for r in recipes:
+        name = f"workbench {r}" + (" (search)" if search and r == search.get(s.key) else "")
+        rows[name] = _timed(lambda r=r: optimize(model, r, calibration=calib,
+                                                 cache=BuildCache(enabled=False)).model.proto,
+                            "workbench", log, name)
+    return rows
+
+
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: " + " ".join(str(e).split())[:400]
+
+
+def _timed(fn: Callable[[], onnx.ModelProto], kind: str, log: Callable[[str], None], name: str) -> dict:
+    t0 = time.perf_counter()
+    try:
+        proto = fn()
+    except Exception as e:  # a peer that fails on a model is a result, kept with its reason
+        log(f"  {name}: build FAILED: {type(e).__name__}: {e}")
+        return {"kind": kind, "error": f"build: {_one_line(e)}",
+                "trace": traceback.format_exc(limit=3)[-800:]}
+    dt = time.perf_counter() - t0
+    log(f"  built {name} in {dt:.1f} s")
+    return {"kind": kind, "proto": proto, "build_s": dt}
+
+
+def _runner(proto: onnx.ModelProto, level: str, threads: int) -> OrtCpuRunner:
+    r = OrtCpuRunner(load_model(proto, check=False), OrtCpuOptions(threads=threads, optimization_level=level))
+    r.activate()
+    return r
+
+
+def _quality(rows: dict[str, dict], feeds: Feeds, labels: np.ndarray | None, threads: int) -> None:
+    """Accuracy (labels) and fidelity to ORT FP32 ``all`` (first output) on the same feeds."""
+    ref_r = _runner(rows[BASE]["proto"], "all", threads)
+    refs = [ref_r.infer(f) for f in feeds]
+    ref_r.deactivate()
+    for row in rows.values():
+        if "proto" not in row:
+            continue
+        try:
+            r = _runner(row["proto"], row.get("level", "all"), threads)
+            acc = FidelityAccumulator(next(iter(refs[0])))
+            xcheck = FidelityAccumulator(next(iter(refs[0])))
+            correct, i = 0, 0
+            for j, (f, ref) in enumerate(zip(feeds, refs)):
+                out = r.infer(f)
+                first = next(iter(out))
+                acc.update(ref[next(iter(ref))], out[first])
+                if j < XCHECK_BATCHES:
+                    xcheck.update(ref[next(iter(ref))], out[first])
+                if labels is not None:
+                    n = len(out[first])
+                    correct += topk_correct(out[first], labels[i:i + n], 1)
+                    i += n
+            r.deactivate()
+        except Exception as e:
+            row["error"] = f"run: {_one_line(e)}"
+            row.pop("proto")
+            continue
+        row["fidelity"] = acc.result().to_dict()
+        row["fidelity_xcheck"] = xcheck.result().to_dict()
+        if labels is not None:
+            row["top1"] = correct / len(labels)
+
+
+def _latency(rows: dict[str, dict], s: Subject, model: Model, plan: Plan, threads: int,
+             log: Callable[[str], None]) -> None:
+    runners, configs, batch_of = [], {}, {}
+    for b in (1, 8):
+        feeds = subject_feeds(s, model, b, seed=7)
+        for name, row in rows.items():
+            if "proto" not in row:
+                continue
+            try:
+                r = _runner(row["proto"], row.get("level", "all"), threads)
+                configs[f"{name}|b{b}"] = r.prepare(feeds)
+            except Exception as e:
+                row["error"] = f"run b{b}: {_one_line(e)}"
+                continue
+            runners.append(r)
+            batch_of[f"{name}|b{b}"] = b
+    configs = {k: v for k, v in configs.items() if "error" not in rows[k.split("|")[0]]}
+    res = interleaved(configs, rounds=plan.rounds, batch_of=batch_of, min_iterations=plan.min_iterations,
+                      budget_s=plan.budget_s, log=log)
+    for r in runners:
+        r.deactivate()
+    for key, c in res.items():
+        name, b = key.split("|")
+        ref = res[f"{BASE}|{b}"]["round_p50s_ms"]
+        ratios = [x / y for x, y in zip(ref, c["round_p50s_ms"])]
+        c["speedup"] = statistics.median(ratios)
+        c["speedup_range"] = [min(ratios), max(ratios)]
+        rows[name][b] = c
+
+
+def _polygraphy(rows: dict[str, dict], feeds: Feeds, threads: int) -> None:
+    """Polygraphy's Comparator on the same inputs; agreement with the workbench's fidelity."""
+    from polygraphy import comparator  # noqa: PLC0415
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx  # noqa: PLC0415
+    from polygraphy.comparator import Comparator  # noqa: PLC0415
+    from polygraphy.logger import G_LOGGER  # noqa: PLC0415
+
+    G_LOGGER.module_severity = G_LOGGER.ERROR
+
+    ref_bytes = rows[BASE]["proto"].SerializeToString()
+    out_name = rows[BASE]["proto"].graph.output[0].name
+    for name, row in rows.items():
+        if "proto" not in row or "fidelity" not in row or name.startswith("ORT FP32"):
+            continue
+        try:
+            runners = [OnnxrtRunner(SessionFromOnnx(ref_bytes, providers=["CPUExecutionProvider"]), name="ref"),
+                       OnnxrtRunner(SessionFromOnnx(row["proto"].SerializeToString(),
+                                                    providers=["CPUExecutionProvider"]), name="row")]
+            results = Comparator.run(runners, data_loader=feeds[:XCHECK_BATCHES])
+            # tolerances never fail: only the error statistics are wanted (SimpleCompareFunc from 0.53)
+            simple = getattr(comparator, "SimpleCompareFunc", None) or comparator.CompareFunc.simple
+            acc = Comparator.compare_accuracy(results, compare_func=simple(atol=1e9, rtol=1e9))
+            pair = acc[0]  # AccuracyResults: one AccuracyResult (runner pair -> iterations) per compare func
+            iters = pair[next(iter(pair.keys()))]
+            stats = [it[out_name] for it in iters]
+            poly_max = max(x.max_absdiff for x in stats)
+            poly_mean = float(np.mean([x.mean_absdiff for x in stats]))
+        except Exception as e:
+            row["polygraphy"] = {"error": _one_line(e)}
+            continue
+        ours = row["fidelity_xcheck"]
+        rel = abs(poly_max - ours["max_abs"]) / max(abs(ours["max_abs"]), 1e-12)
+        row["polygraphy"] = {"max_absdiff": poly_max, "mean_absdiff": poly_mean,
+                             "workbench_max_abs": ours["max_abs"], "workbench_mean_abs": ours["mean_abs"],
+                             "max_rel_disagreement": rel, "agree": bool(rel < 1e-2)}
+
+
+def run_subject(s: Subject, plan: Plan, threads: int, search: dict | None = None,
+                polygraphy: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Build, check and time every row for one subject; returns a JSON-ready dict."""
+    t0 = time.perf_counter()
+    model = load_model(s.locate())
+    calib, feeds, labels = _data(s, model, plan)
+    log(f"{s.key}: building ({len(calib)} calibration samples)")
+    rows = _build_rows(s, model, calib, search, log)
+    _quality(rows, feeds, labels, threads)
+    if polygraphy and not missing("polygraphy"):
+        _polygraphy(rows, feeds, threads)
+    log(f"{s.key}: timing {sum('proto' in r for r in rows.values())} rows x batch 1, 8")
+    _latency(rows, s, model, plan, threads, log)
+    out = {}
+    for name, row in rows.items():
+        if "proto" in row:
+            row["size_bytes"] = row.pop("proto").ByteSize()
+        out[name] = row
+    base_size = out[BASE]["size_bytes"]
+    for row in out.values():
+        if "size_bytes" in row:
+            row["size_ratio"] = row["size_bytes"] / base_size
+    return {"about": s.about, "source": s.source or f"{s.wheel[0]}: {s.wheel[2]}",  # type: ignore[index]
+            "labeled": s.labeled, "calibration_samples": len(calib),
+            "eval_samples": sum(len(next(iter(f.values()))) for f in feeds) if labels is not None
+            else len(feeds) * 8, "plan": plan.__dict__, "polygraphy_skipped": missing("polygraphy"),
+            "wall_s": time.perf_counter() - t0, "rows": out}
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+def _fmt_quality(row: dict, base: dict, labeled: bool) -> str:
+    if labeled:
+        return f"{100 * (row['top1'] - base['top1']):+.2f} pt"
+    f = row["fidelity"]
+    t1 = "" if f["top1_agreement"] is None else f"top-1 {100 * f['top1_agreement']:.1f}%, "
+    return f"{t1}cos {f['cosine']:.4f}, max {f['max_abs']:.3g}"
+
+
+def report(res: dict) -> str:
+    m = res["machine"]
+    lines = ["## Peers: the workbench against what users would pick instead", "",
+             f"Machine: {machine_line()}. `uptime` at start: {res['uptime']}.", "",
+             f"ISA: {', '.join(m['isa'])}. Peer versions: "
+             + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".", "",
+             f"ONNX Runtime CPU, {res['threads']} intra-op threads, sequential; latency p50/p99 at batch 1, "
+             "throughput at batch 8 (random inputs); every row of a model measured interleaved in one "
+             "process, shuffled each round; **speed-up = median over rounds of the per-round ratio to "
+             f"`{BASE}`** (the headline: absolute times on this shared machine are noisy). Peers run with "
+             "`ORT_ENABLE_ALL` after their own build. Quality: top-1 delta on the labeled test subset "
+             "(the trained sample) or fidelity of the first output to ORT FP32 on fixed random inputs "
+             "(top-1 agreement where the output is [batch, classes], mean cosine, max abs error). "
+             f"Wall time of this script: {res['wall_s'] / 60:.1f} min.", "", *headline(res)]
+    for key, sub in res["subjects"].items():
+        lines += [f"### {key}", "", f"{sub.get('about', '')}. Source: `{sub.get('source', '?')}`."]
+        if "error" in sub:
+            lines += ["", f"Not measured: {sub['error']}", ""]
+            continue
+        p = sub["plan"]
+        lines += [f"Calibration: {sub['calibration_samples']} samples (the same for every row); quality on "
+                  f"{sub['eval_samples']} samples; {p['rounds']} rounds of ~{p['budget_s']} s (>= "
+                  f"{p['min_iterations']} runs) per row and batch; {sub['wall_s']:.0f} s.", "",
+                  "| row | quality vs FP32 | speed-up b1 [range] | p50 / p99 b1 ms | speed-up b8 | img/s b8 "
+                  "| size | build s | Polygraphy max err (agrees) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        rows = sub["rows"]
+        base = rows[BASE]
+        for name, r in rows.items():
+            if "skipped" in r:
+                lines.append(f"| {name} | skipped: {r['skipped']} |||||||| ")
+                continue
+            if "error" in r:
+                lines.append(f"| {name} | **failed**: {r['error'][:160].replace('|', '/')} |||||||| ")
+                continue
+            b1, b8 = r["b1"], r["b8"]
+            poly = r.get("polygraphy") or {}
+            pcell = ("—" if not poly else f"error: {poly['error'][:60]}" if "error" in poly else
+                     f"{poly['max_absdiff']:.3g} ({'yes' if poly['agree'] else 'NO'})")
+            bold = "**" if r["kind"] == "workbench" else ""
+            lines.append(
+                f"| {bold}{name}{bold} | {_fmt_quality(r, base, sub['labeled'])} | {b1['speedup']:.2f}x "
+                f"[{b1['speedup_range'][0]:.2f}–{b1['speedup_range'][1]:.2f}] | {b1['p50_ms']:.2f} / "
+                f"{b1['p99_ms']:.2f} | {b8['speedup']:.2f}x | {b8['throughput']:.0f} | "
+                f"{r['size_bytes'] / 1e6:.2f} MB ({r['size_ratio']:.2f}x) | {r['build_s']:.1f} | {pcell} |")
+        lines.append("")
+    agree = [r["polygraphy"]["agree"] for s in res["subjects"].values() for r in s.get("rows", {}).values()
+             if "agree" in r.get("polygraphy", {})]
+    if agree:
+        lines += [f"Polygraphy cross-check: its max absolute error agrees with the workbench's (within 1%) "
+                  f"on {sum(agree)} of {len(agree)} built rows.", ""]
+    for name in res.get("plots", []):
+        lines += [f"![{name}](results/{name})", ""]
+    return "\n".join(lines)
+
+
+COSINE_BAR = 0.99  # unlabeled models: a build "keeps quality" at mean cosine >= this to FP32
+POINTS_BAR = 1.0  # labeled: within this many top-1 points of FP32
+
+
+def keeps_quality(row: dict, base: dict, labeled: bool) -> bool:
+    if "b1" not in row:
+        return False
+    if labeled:
+        return 100 * (base["top1"] - row["top1"]) <= POINTS_BAR
+    return row["fidelity"]["cosine"] >= COSINE_BAR
+
+
+def headline(res: dict) -> list[str]:
+    """Per subject: the workbench's fastest build that keeps quality against the fastest peer that does."""
+    lines = [f"Fastest build within {POINTS_BAR:g} top-1 point (labeled) or mean cosine >= {COSINE_BAR} "
+             f"(unlabeled) of ONNX Runtime FP32 `ORT_ENABLE_ALL`; speed-ups are paired ratios to it, "
+             f"measured in the same run ({res['threads']} threads; `benchmarks/results/peers.json`).", "",
+             "| model | workbench | speed-up b1 / b8 | best peer | speed-up b1 / b8 | workbench / peer b1 |",
+             "|---|---|---|---|---|---|"]
+    for key, sub in res["subjects"].items():
+        rows = sub.get("rows")
+        if not rows:
+            lines.append(f"| {key} | not measured: {sub.get('error', '?')[:100]} |||||")
+            continue
+        base = rows[BASE]
+
+        def best(*kinds: str, rows: dict = rows, base: dict = base, sub: dict = sub):
+            ok = {n: r for n, r in rows.items() if r.get("kind") in kinds
+                  and keeps_quality(r, base, sub["labeled"])}
+            return max(ok.items(), key=lambda kv: kv[1]["b1"]["speedup"], default=(None, None))
+
+        wn, w = best("workbench")
+        pn, pr = best("peer", "ORT FP32")  # ORT FP32 at its best level is a peer too
+        wcell = (f"`{wn.removeprefix('workbench ')}`", f"{w['b1']['speedup']:.2f}x / {w['b8']['speedup']:.2f}x") \
+            if w else ("no build kept quality" + _failures(rows), "—")
+        ratio = f"{w['b1']['speedup'] / pr['b1']['speedup']:.2f}x" if w else "—"
+        lines.append(f"| {key} | {wcell[0]} | {wcell[1]} | {pn} | {pr['b1']['speedup']:.2f}x / "
+                     f"{pr['b8']['speedup']:.2f}x | {ratio} |")
+    return lines + [""]
+
+
+def _failures(rows: dict) -> str:
+    failed = [n.removeprefix("workbench ") for n, r in rows.items() if r.get("kind") == "workbench" and "error" in r]
+    return f" ({', '.join(failed)} failed)" if failed else ""
+
+
+def plot(res: dict) -> list[str]:
+    """Speed-up at batch 1 against quality, one panel per subject (PNG, matplotlib Agg)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    subs = {k: v for k, v in res["subjects"].items() if "rows" in v}
+    if not subs:
+        return []
+    fig, axes = plt.subplots(1, len(subs), figsize=(4.2 * len(subs), 4.2), squeeze=False)
+    for ax, (key, sub) in zip(axes[0], subs.items()):
+        base = sub["rows"][BASE]
+        for name, r in sub["rows"].items():
+            if "b1" not in r:
+                continue
+            y = (100 * (r["top1"] - base["top1"]) if sub["labeled"] else r["fidelity"]["cosine"])
+            color = {"workbench": "tab:red", "peer": "tab:blue"}.get(r["kind"], "tab:gray")
+            ax.scatter(r["b1"]["speedup"], y, color=color, s=40 if r["kind"] == "workbench" else 20)
+            ax.annotate(name.replace("ORT quantize_", "q_").replace("workbench ", "wb ")[:28],
+                        (r["b1"]["speedup"], y), fontsize=5, alpha=0.8)
+        ax.axvline(1.0, color="k", lw=0.5)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel(f"speed-up vs {BASE}, batch 1")
+        ax.set_ylabel("top-1 delta (pt)" if sub["labeled"] else "cosine to FP32")
+    fig.tight_layout()
+    out = HERE / "results" / "peers_speed_quality.png"
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return [out.name]
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata  # noqa: PLC0415
+
+    out = {}
+    for d in ("onnxruntime", "onnxslim", "onnxsim", "olive-ai", "polygraphy", "torch", "rapidocr-onnxruntime",
+              "silero-vad", "matplotlib"):
+        try:
+            out[d] = metadata.version(d)
+        except metadata.PackageNotFoundError:
+            out[d] = "not installed"
+    return out
+
+
+def _search() -> dict | None:
+    """Best recipe per subject from results/search.json, if that benchmark ran (keys: subject)."""
+    path = HERE / "results" / "search.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    found = {}
+    for key, v in (data.get("results") or data).items():
+        recipe = v.get("best_recipe") or v.get("recipe") if isinstance(v, dict) else None
+        if isinstance(recipe, str):
+            found[key] = recipe
+    return found
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--subjects", nargs="*", help="subject keys (default: all)")
+    p.add_argument("--quick", action="store_true", help="tiny counts, to check the harness")
+    p.add_argument("--no-polygraphy", action="store_true")
+    a = p.parse_args()
+    t0 = time.perf_counter()
+    uptime = os.popen("uptime").read().strip()
+    search = _search()
+    res: dict = {"threads": a.threads, "uptime": uptime, "versions": _versions(), "subjects": {},
+                 "search_json": search is not None}
+    for s in SUBJECTS:
+        if a.subjects and s.key not in a.subjects:
+            continue
+        plan = Plan(calib=64 if s.labeled else 16, eval_samples=2000 if s.labeled else 32)
+        if s.key == "sample:resnet50":  # ~100 ms per image at 2 threads: fewer, shorter rounds
+            plan = Plan(calib=8, eval_samples=8, rounds=3, budget_s=0.1, min_iterations=2)
+        if a.quick:
+            plan = Plan(calib=4, eval_samples=8, rounds=1, budget_s=0.05, min_iterations=1)
+        try:
+            res["subjects"][s.key] = run_subject(s, plan, a.threads, search, not a.no_polygraphy)
+        except Exception as e:  # a subject that cannot load (package missing) is reported
+            print(f"{s.key}: FAILED {type(e).__name__}: {e}", file=sys.stderr)
+            res["subjects"][s.key] = {"about": s.about, "error": f"{type(e).__name__}: {e}"}
+    res["wall_s"] = time.perf_counter() - t0
+    res["machine"] = machine_info()
+    try:
+        res["plots"] = plot(res)
+    except ImportError as e:
+        res["plots"] = []
+        print(f"no plots: {e}", file=sys.stderr)
+    write_json("peers", {k: v for k, v in res.items() if k != "machine"})
+    md = report(res)
+    (HERE / "results" / "peers.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""benchmarks/peers.py on a tiny model: the harness (core deps only) and each peer whose package is here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from conftest import tiny_cnn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import peer_builders  # noqa: E402
+import peers  # noqa: E402
+
+TINY_PLAN = peers.Plan(calib=4, eval_samples=16, rounds=2, budget_s=0.02, min_iterations=1)
+
+
+@pytest.fixture
+def tiny_subject(tmp_path: Path) -> peers.Subject:
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_cnn(), str(path))
+    return peers.Subject("tiny", ("fuse",), source=str(path), about="tiny CNN")
+
+
+def _failing(proto, feeds):
+    raise RuntimeError("this peer cannot handle the model")
+
+
+def test_harness_rows_quality_latency_and_report(tiny_subject, monkeypatch):
+    monkeypatch.setattr(peers, "PEERS", {
+        "ORT quantize_dynamic defaults": peer_builders.PEERS["ORT quantize_dynamic defaults"],
+        "absent peer": ("no-such-package-xyz", _failing),
+        "broken peer": ("onnxruntime", _failing),
+    })
+    sub = peers.run_subject(tiny_subject, TINY_PLAN, threads=1, polygraphy=False, log=lambda s: None)
+    rows = sub["rows"]
+    assert [f"ORT FP32 {lv}" for lv in peers.LEVELS] == list(rows)[:4]
+    base = rows[peers.BASE]
+    assert base["b1"]["speedup"] == 1.0 and base["b8"]["speedup"] == 1.0
+    assert base["fidelity"]["max_abs"] == 0.0 and base["size_ratio"] == 1.0
+    # fusing Conv+Relu changes float rounding at most
+    fuse = rows["workbench fuse"]
+    assert fuse["kind"] == "workbench" and fuse["fidelity"]["max_abs"] < 1e-4
+    assert fuse["fidelity"]["top1_agreement"] == 1.0 and fuse["build_s"] > 0
+    q = rows["ORT quantize_dynamic defaults"]
+    assert 0.5 < q["fidelity"]["cosine"] < 1.0 and q["fidelity"]["samples"] == 16
+    for row in (fuse, q):
+        assert row["b1"]["p50_ms"] > 0 and row["b8"]["throughput"] > 0
+        assert row["b1"]["speedup_range"][0] <= row["b1"]["speedup"] <= row["b1"]["speedup_range"][1]
+    assert rows["absent peer"]["skipped"] == "no-such-package-xyz is not installed (pip install -e '.[bench]')"
+    assert rows["broken peer"]["error"] == "build: RuntimeError: this peer cannot handle the model"
+    res = {"threads": 1, "uptime": "up", "versions": {"onnxruntime": ort.__version__},
+           "subjects": {"tiny": sub}, "wall_s": 1.0, "machine": peers.machine_info(), "plots": []}
+    md = peers.report(res)
+    assert "| **workbench fuse** |" in md and "skipped: no-such-package-xyz" in md
+    assert "**failed**: build: RuntimeError" in md
+    head = "\n".join(peers.headline(res))
+    assert "| tiny | `fuse` |" in head
+
+
+def test_headline_picks_fastest_build_that_keeps_quality():
+    def row(kind, s1, cos):
+        return {"kind": kind, "b1": {"speedup": s1}, "b8": {"speedup": s1}, "fidelity": {"cosine": cos}}
+
+    rows = {peers.BASE: row("ORT FP32", 1.0, 1.0), "fast but wrong": row("peer", 5.0, 0.5),
+            "peer ok": row("peer", 1.5, 0.999), "workbench a": row("workbench", 3.0, 0.995),
+            "workbench b": row("workbench", 4.0, 0.9)}
+    res = {"threads": 2, "subjects": {"m": {"labeled": False, "rows": rows}}}
+    line = peers.headline(res)[4]
+    assert line == "| m | `a` | 3.00x / 3.00x | peer ok | 1.50x / 1.50x | 2.00x |"
+
+
+def test_wheel_subject_is_located_or_missing_with_reason():
+    for s in peers.SUBJECTS:
+        if s.wheel is None:
+            continue
+        pkg, module, rel = s.wheel
+        if peer_builders.missing(module) is None:
+            assert Path(s.locate()).is_file()
+        else:
+            with pytest.raises(FileNotFoundError, match=f"{pkg} is not installed"):
+                s.locate()
+
+
+def _calib() -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return [{"x": rng.standard_normal((2, 3, 8, 8)).astype(np.float32)} for _ in range(4)]
+
+
+@pytest.mark.parametrize("name", list(peer_builders.PEERS))
+def test_each_peer_builds_a_model_that_runs(name):
+    pkg, build = peer_builders.PEERS[name]
+    why = peer_builders.missing(pkg)
+    if why:
+        pytest.skip(why)
+    src = tiny_cnn()
+    built = build(src, _calib())
+    x = _calib()[0]
+    ref = ort.InferenceSession(src.SerializeToString()).run(None, x)[0]
+    out = ort.InferenceSession(built.SerializeToString()).run(None, x)[0]
+    assert out.shape == ref.shape
+    cos = float((ref * out).sum() / (np.linalg.norm(ref) * np.linalg.norm(out)))
+    assert cos > 0.9, f"{name}: cosine {cos}"
+
+
+def test_polygraphy_cross_check_agrees(tiny_subject, monkeypatch):
+    why = peer_builders.missing("polygraphy")
+    if why:
+        pytest.skip(why)
+    monkeypatch.setattr(peers, "PEERS", {"ORT quantize_dynamic defaults":
+                                         peer_builders.PEERS["ORT quantize_dynamic defaults"]})
+    sub = peers.run_subject(tiny_subject, TINY_PLAN, threads=1, polygraphy=True, log=lambda s: None)
+    poly = sub["rows"]["ORT quantize_dynamic defaults"]["polygraphy"]
+    assert poly["agree"] and poly["max_absdiff"] > 0
+    assert poly["max_absdiff"] == pytest.approx(poly["workbench_max_abs"], rel=1e-2)
