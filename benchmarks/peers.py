@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from common import interleaved, machine_line, write_json
+from common import interleaved, write_json
 from peer_builders import PEERS, missing
 from workbench import load_dataset, load_model
 from workbench.core.build import optimize
@@ -328,7 +328,8 @@ def _fmt_quality(row: dict, base: dict, labeled: bool) -> str:
 def report(res: dict) -> str:
     m = res["machine"]
     lines = ["## Peers: the workbench against what users would pick instead", "",
-             f"Machine: {machine_line()}. `uptime` at start: {res['uptime']}.", "",
+             f"Machine: {m['cpu']}, {m['physical_cores']} physical cores ({m['logical_cpus']} logical), "
+             f"{m['os']}, Python {m['python']}. `uptime` at start: {res['uptime']}; at end: {res.get('uptime_end', '?')}.", "",
              f"ISA: {', '.join(m['isa'])}. Peer versions: "
              + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".", "",
              f"ONNX Runtime CPU, {res['threads']} intra-op threads, sequential; latency p50/p99 at batch 1, "
@@ -427,8 +428,12 @@ def _failures(rows: dict) -> str:
     return f" ({', '.join(failed)} failed)" if failed else ""
 
 
-def plot(res: dict) -> list[str]:
-    """Speed-up at batch 1 against quality, one panel per subject (PNG, matplotlib Agg)."""
+def plot(res: dict, out_dir: Path = HERE / "results") -> list[str]:
+    """Speed-up at batch 1 and 8 per row, one panel per subject (PNG, matplotlib Agg).
+
+    Workbench rows red, peers blue, ORT FP32 levels grey; a row that does not keep quality
+    (``keeps_quality``) is drawn pale and marked, a row that failed is listed as failed.
+    """
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -437,23 +442,34 @@ def plot(res: dict) -> list[str]:
     subs = {k: v for k, v in res["subjects"].items() if "rows" in v}
     if not subs:
         return []
-    fig, axes = plt.subplots(1, len(subs), figsize=(4.2 * len(subs), 4.2), squeeze=False)
+    n_rows = max(len(v["rows"]) for v in subs.values())
+    fig, axes = plt.subplots(1, len(subs), figsize=(4.6 * len(subs), 0.32 * n_rows + 1.6), squeeze=False)
+    colors = {"workbench": "tab:red", "peer": "tab:blue", "ORT FP32": "tab:gray"}
     for ax, (key, sub) in zip(axes[0], subs.items()):
-        base = sub["rows"][BASE]
-        for name, r in sub["rows"].items():
+        rows = sub["rows"]
+        base = rows[BASE]
+        names = list(rows)[::-1]
+        y = np.arange(len(names))
+        for i, name in enumerate(names):
+            r = rows[name]
             if "b1" not in r:
+                ax.text(0.02, i, "failed" if "error" in r else "skipped", va="center", fontsize=6,
+                        color="tab:red" if "error" in r else "gray", transform=ax.get_yaxis_transform())
                 continue
-            y = (100 * (r["top1"] - base["top1"]) if sub["labeled"] else r["fidelity"]["cosine"])
-            color = {"workbench": "tab:red", "peer": "tab:blue"}.get(r["kind"], "tab:gray")
-            ax.scatter(r["b1"]["speedup"], y, color=color, s=40 if r["kind"] == "workbench" else 20)
-            ax.annotate(name.replace("ORT quantize_", "q_").replace("workbench ", "wb ")[:28],
-                        (r["b1"]["speedup"], y), fontsize=5, alpha=0.8)
-        ax.axvline(1.0, color="k", lw=0.5)
+            ok = keeps_quality(r, base, sub["labeled"])
+            c = colors.get(r["kind"], "k")
+            ax.barh(i + 0.2, r["b1"]["speedup"], height=0.4, color=c, alpha=1.0 if ok else 0.3)
+            ax.barh(i - 0.2, r["b8"]["speedup"], height=0.4, color=c, alpha=0.55 if ok else 0.15,
+                    hatch="//")
+            if not ok:
+                ax.text(max(r["b1"]["speedup"], r["b8"]["speedup"]), i, " quality", va="center", fontsize=5)
+        ax.axvline(1.0, color="k", lw=0.6)
+        ax.set_yticks(y, [n.replace("quantize_", "q_").replace("workbench ", "wb ")[:44] for n in names],
+                      fontsize=6)
         ax.set_title(key, fontsize=9)
-        ax.set_xlabel(f"speed-up vs {BASE}, batch 1")
-        ax.set_ylabel("top-1 delta (pt)" if sub["labeled"] else "cosine to FP32")
+        ax.set_xlabel(f"speed-up vs {BASE} (solid b1, hatched b8)", fontsize=7)
     fig.tight_layout()
-    out = HERE / "results" / "peers_speed_quality.png"
+    out = out_dir / "peers_speedup.png"
     fig.savefig(out, dpi=130)
     plt.close(fig)
     return [out.name]
@@ -492,7 +508,13 @@ def main() -> None:
     p.add_argument("--subjects", nargs="*", help="subject keys (default: all)")
     p.add_argument("--quick", action="store_true", help="tiny counts, to check the harness")
     p.add_argument("--no-polygraphy", action="store_true")
+    p.add_argument("--render", action="store_true", help="only redraw peers.md and the plot from peers.json")
     a = p.parse_args()
+    if a.render:
+        res = json.loads((HERE / "results" / "peers.json").read_text())
+        res["plots"] = plot(res)
+        (HERE / "results" / "peers.md").write_text(report(res))
+        return
     t0 = time.perf_counter()
     uptime = os.popen("uptime").read().strip()
     search = _search()
@@ -501,7 +523,7 @@ def main() -> None:
     for s in SUBJECTS:
         if a.subjects and s.key not in a.subjects:
             continue
-        plan = Plan(calib=64 if s.labeled else 16, eval_samples=2000 if s.labeled else 32)
+        plan = Plan(calib=64 if s.labeled else 16, eval_samples=1000 if s.labeled else 32)
         if s.key == "sample:resnet50":  # ~100 ms per image at 2 threads: fewer, shorter rounds
             plan = Plan(calib=8, eval_samples=8, rounds=3, budget_s=0.1, min_iterations=2)
         if a.quick:
@@ -512,6 +534,7 @@ def main() -> None:
             print(f"{s.key}: FAILED {type(e).__name__}: {e}", file=sys.stderr)
             res["subjects"][s.key] = {"about": s.about, "error": f"{type(e).__name__}: {e}"}
     res["wall_s"] = time.perf_counter() - t0
+    res["uptime_end"] = os.popen("uptime").read().strip()
     res["machine"] = machine_info()
     try:
         res["plots"] = plot(res)

@@ -117,3 +117,13 @@ def test_polygraphy_cross_check_agrees(tiny_subject, monkeypatch):
     poly = sub["rows"]["ORT quantize_dynamic defaults"]["polygraphy"]
     assert poly["agree"] and poly["max_absdiff"] > 0
     assert poly["max_absdiff"] == pytest.approx(poly["workbench_max_abs"], rel=1e-2)
+
+
+def test_plot_is_a_png(tiny_subject, monkeypatch, tmp_path):
+    if peer_builders.missing("matplotlib"):
+        pytest.skip("matplotlib is not installed (pip install -e '.[bench]')")
+    monkeypatch.setattr(peers, "PEERS", {"broken peer": ("onnxruntime", _failing)})
+    sub = peers.run_subject(tiny_subject, TINY_PLAN, threads=1, polygraphy=False, log=lambda s: None)
+    names = peers.plot({"subjects": {"tiny": sub}}, out_dir=tmp_path)
+    assert names == ["peers_speedup.png"]
+    assert (tmp_path / names[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
