@@ -25,6 +25,7 @@ MatMul-heavy models (transformers, LSTMs); on convolution nets on CPU it is slow
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import platform
@@ -326,6 +327,22 @@ def _model_bytes(model: onnx.ModelProto) -> int:
 
 # --- calibration --------------------------------------------------------------------------------
 
+# Calibration ranges depend only on the preprocessed model, the op types calibrated, the method and
+# the data, not on the node exclusions; leave-one-out sensitivity and the search build the same
+# model with many exclusion lists, so the ranges are kept (in this process) and reused.
+_CALIBRATION_MEMO: dict[str, tuple[Any, int, int]] = {}
+_MEMO_SIZE = 8
+
+
+def _calibration_key(pre: onnx.ModelProto, op_types: list[str], opts: dict[str, Any], data: Any) -> str | None:
+    if data is None or pre.ByteSize() > _2GB:
+        return None
+    h = hashlib.sha256(pre.SerializeToString())
+    h.update(repr((sorted(op_types), opts["calibration"], opts["percentile"], opts["samples"])).encode())
+    h.update(data.content_hash().encode())
+    return h.hexdigest()
+
+
 
 class _Feeds:
     """A CalibrationDataReader over one batch."""
@@ -536,8 +553,19 @@ class Int8Pass(Pass):
             excluded = _apply_exclusions(pre, original_names, o["exclude"], o["exclude_op_types"], report)
 
             t0 = time.perf_counter()
-            ranges, used, batch = _calibrate(pre_path, op_types, o["calibration"], o["percentile"],
-                                             ctx.calibration, o["samples"], ctx, tmp, large)
+            memo_key = _calibration_key(pre, op_types, o, ctx.calibration)
+            memo = _CALIBRATION_MEMO.get(memo_key) if memo_key else None
+            if memo is None:
+                memo = _calibrate(pre_path, op_types, o["calibration"], o["percentile"],
+                                  ctx.calibration, o["samples"], ctx, tmp, large)
+                if memo_key:
+                    _CALIBRATION_MEMO[memo_key] = memo
+                    while len(_CALIBRATION_MEMO) > _MEMO_SIZE:
+                        _CALIBRATION_MEMO.pop(next(iter(_CALIBRATION_MEMO)))
+            else:
+                report.notes.append("calibration ranges reused from an earlier build in this process "
+                                    "(same preprocessed model, op types, method and data)")
+            ranges, used, batch = memo
             calib_s = time.perf_counter() - t0
             cache = tmp / "calibration.json"
             save_tensors_data(ranges, cache)

@@ -1,0 +1,116 @@
+"""``workbench sensitivity`` (which layers lose the accuracy) and ``workbench search`` (the best
+build within an accuracy budget)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UsageError
+from .common import print_json, progress
+
+__all__ = ["register"]
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from ..core.cache import BuildCache  # noqa: PLC0415
+    from ..core.sensitivity import analyze, auto_mixed_precision  # noqa: PLC0415
+
+    if args.samples < 1 or args.tensor_samples < 1:
+        raise UsageError("--samples and --tensor-samples must be >= 1")
+    cache = BuildCache(enabled=not args.no_cache)
+    r = analyze(args.model, args.passes, device=args.device, calibration=args.calib, samples=args.samples,
+                tensor_samples=args.tensor_samples, cache=cache, tensors=not args.no_tensors,
+                progress=progress(args))
+    mp = None
+    if args.budget is not None:
+        mp = auto_mixed_precision(args.model, args.passes, args.budget, ranking=r.ranking(), data=args.data,
+                                  samples=args.eval_samples, device=args.device, calibration=args.calib,
+                                  cache=cache, progress=progress(args))
+    if args.json:
+        print_json({**r.to_dict(), "mixed_precision": mp.to_dict() if mp else None})
+        return 0
+    print(f"{r.model} {r.recipe} on {r.device}: logits SQNR {r.output_sqnr_db:.1f} dB, top-1 agreement "
+          f"{r.top1_agreement:.2%} ({r.samples} calibration samples)")
+    print("layers, most sensitive first (share of the output error removed by keeping it in float):")
+    for i, s in enumerate(r.layers[:args.top], 1):
+        print(f"  {i:>2}. {s.node:<28} {s.op_type:<8} {s.score:7.1%}   SQNR without it {s.output_sqnr_db:5.1f} dB")
+    if r.tensors:
+        print("worst tensors (float activations against the float model):")
+        for t in r.tensors[:min(args.top, 10)]:
+            print(f"  {t.tensor:<28} SQNR {t.sqnr_db:5.1f} dB  cosine {t.cosine:.5f}  max |err| {t.max_abs:.4g}")
+    if mp:
+        state = "within" if mp.within_budget else "NOT within"
+        print(f"mixed precision: {len(mp.excluded)} layer(s) in float -> top-1 {mp.top1:.2%} vs "
+              f"{mp.baseline_top1:.2%} ({(mp.baseline_top1 - mp.top1) * 100:+.2f} pt drop, {state} "
+              f"{mp.budget_points} pt, {mp.samples} images): {mp.recipe}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from ..core.search import search  # noqa: PLC0415
+
+    r = search(args.model, device=args.device, budget_points=args.budget, objective=args.objective,
+               trials=args.trials, seed=args.seed, executor=args.executor, address=args.address,
+               workers=args.workers, data=args.data, screen_samples=args.screen_samples,
+               final_samples=args.final_samples, max_exclude=args.max_exclude, threads=args.threads,
+               progress=progress(args))
+    if args.json:
+        print_json(r.to_dict())
+        return 0
+    print(f"{r.model} on {r.device}: {len(r.trials)} trials, objective {r.objective} (ratio to the "
+          f"baseline, lower is better), budget {r.budget_points} pt, seed {r.seed}, "
+          f"{r.conditions['executor']['executor']} executor, {r.wall_s:.0f} s")
+    print("Pareto frontier (screened top-1 drop vs cost):")
+    for n in r.pareto:
+        t = r.trial(n)
+        print(f"  #{n:<3} drop {t.drop_points:+.2f} pt  cost {t.cost:.3f}  {t.recipe}")
+    b = r.best_trial
+    if b is None:
+        print("no build within the budget on the full labeled set")
+        return 0
+    assert b.final is not None
+    print(f"best within {r.budget_points} pt: #{b.number} {b.recipe}")
+    print(f"  cost {b.cost:.3f} ({1 / b.cost:.2f}x), top-1 drop {b.final['drop_points']:+.2f} pt on "
+          f"{b.final['samples']} images")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sensitivity", help="per-layer and per-tensor sensitivity of a quantized build")
+    p.add_argument("model")
+    p.add_argument("--passes", required=True, help="a recipe with int8 or fp16, e.g. int8:calibration=entropy")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--calib", help="calibration data (default: the sample's own)")
+    p.add_argument("--samples", type=int, default=256, help="calibration samples scoring each layer")
+    p.add_argument("--tensor-samples", type=int, default=32, help="samples for the per-tensor errors")
+    p.add_argument("--no-tensors", action="store_true", help="skip the per-tensor errors")
+    p.add_argument("--budget", type=float, help="also find the fewest layers to keep in float so the top-1 "
+                                                "drop is within this many points (automatic mixed precision)")
+    p.add_argument("--data", help="labeled data for --budget (default: the sample's test set)")
+    p.add_argument("--eval-samples", type=int, default=2000, help="labeled images for --budget")
+    p.add_argument("--top", type=int, default=10, help="layers to print")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=cmd_sensitivity)
+
+    s = sub.add_parser("search", help="search recipes for the best build within an accuracy budget")
+    s.add_argument("model")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--budget", type=float, required=True, help="allowed top-1 drop, in points")
+    s.add_argument("--objective", default="latency", choices=("latency", "throughput", "size"))
+    s.add_argument("--trials", type=int, default=24)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--executor", default="local", choices=("local", "ray"))
+    s.add_argument("--address", help="Ray cluster address (auto, ray://HOST:10001); default: a local instance")
+    s.add_argument("--workers", type=int, help="parallel trials (default: 2 locally, the cluster's CPUs on Ray)")
+    s.add_argument("--data", help="labeled data (default: the sample's test set)")
+    s.add_argument("--screen-samples", type=int, default=2000, help="labeled images scoring each trial")
+    s.add_argument("--final-samples", type=int, help="labeled images for the finalists (default: all)")
+    s.add_argument("--max-exclude", type=int, default=3, help="most sensitive int8 layers the search may "
+                                                              "keep in float")
+    s.add_argument("--threads", type=int, help="threads for the latency measurements")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(fn=cmd_search)
+

@@ -1,0 +1,83 @@
+"""The recipes a search explores, as Optuna parameters, and the recipe each parameter set means.
+
+Every parameter is categorical or a small integer range, so a parameter set maps to exactly one
+recipe and one cache key. Conditional parameters (calibration only with int8, the multiple only
+with pruning) keep the space small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..passes.recipe import PassSpec, Recipe
+
+__all__ = ["SearchSpace", "GPU_DEVICES"]
+
+GPU_DEVICES = ("cuda", "gpu", "ort-cuda", "tensorrt", "trt", "ort-tensorrt")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What the search may choose.
+
+    Attributes:
+        precisions: ``fp32``, ``int8`` and, on GPUs, ``fp16``.
+        calibrations: int8 calibration methods.
+        prune_ratios: channel-pruning ratios (0: no pruning).
+        prune_multiples: channel counts kept are rounded to a multiple of one of these.
+        exclusions: the sensitivity ranking; int8 trials keep its first ``k`` layers in float,
+            ``k`` from 0 to ``len(exclusions)``.
+        fuse: whether float trials may try the ``fuse`` pass (int8 folds BatchNorm itself).
+    """
+
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    calibrations: tuple[str, ...] = ("minmax", "entropy", "percentile")
+    prune_ratios: tuple[float, ...] = (0.0, 0.25, 0.375, 0.5, 0.625)
+    prune_multiples: tuple[int, ...] = (4, 8, 16)
+    exclusions: tuple[str, ...] = field(default_factory=tuple)
+    fuse: bool = True
+
+    @classmethod
+    def for_device(cls, device: str, exclusions: Sequence[str] = ()) -> SearchSpace:
+        gpu = device.split(":")[0].lower() in GPU_DEVICES
+        return cls(precisions=("fp32", "fp16", "int8") if gpu else ("fp32", "int8"),
+                   exclusions=tuple(exclusions))
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        """Draw one parameter set from an Optuna trial (define-by-run)."""
+        p: dict[str, Any] = {"precision": trial.suggest_categorical("precision", list(self.precisions))}
+        p["prune_ratio"] = trial.suggest_categorical("prune_ratio", list(self.prune_ratios))
+        if p["prune_ratio"] > 0:
+            p["prune_multiple"] = trial.suggest_categorical("prune_multiple", list(self.prune_multiples))
+        if p["precision"] == "int8":
+            p["calibration"] = trial.suggest_categorical("calibration", list(self.calibrations))
+            if self.exclusions:
+                p["exclude_top"] = trial.suggest_int("exclude_top", 0, len(self.exclusions))
+        elif self.fuse:
+            p["fuse"] = trial.suggest_categorical("fuse", [False, True])
+        return p
+
+    def recipe(self, params: dict[str, Any]) -> Recipe:
+        """The recipe a parameter set stands for (pruning first, then fusion or precision)."""
+        specs: list[PassSpec] = []
+        if params.get("prune_ratio", 0) > 0:
+            specs.append(PassSpec("prune-channels", {"ratio": params["prune_ratio"],
+                                                     "multiple": params["prune_multiple"]}))
+        if params.get("fuse"):
+            specs.append(PassSpec("fuse", {}))
+        if params["precision"] == "int8":
+            opts: dict[str, Any] = {"calibration": params["calibration"]}
+            k = params.get("exclude_top", 0)
+            if k:
+                opts["exclude"] = list(self.exclusions[:k])
+            specs.append(PassSpec("int8", opts))
+        elif params["precision"] == "fp16":
+            specs.append(PassSpec("fp16", {}))
+        return Recipe(tuple(specs))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"precisions": list(self.precisions), "calibrations": list(self.calibrations),
+                "prune_ratios": list(self.prune_ratios), "prune_multiples": list(self.prune_multiples),
+                "exclusions": list(self.exclusions), "fuse": self.fuse}

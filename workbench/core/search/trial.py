@@ -1,0 +1,189 @@
+"""One trial's work, run in a worker process (local pool or Ray task): build, then measure.
+
+Everything a worker needs travels as plain data (``TrialSpec``); workers load the model and the
+data themselves and keep them for the next trial. Builds go pass by pass through the build cache,
+so trials that share a prefix (the same pruning, say) reuse it. Accuracy runs with a fixed thread
+count, so the same trial gives the same numbers in any worker, local or remote.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..build import BuildResult, _calibration_for, optimize
+from ..cache import BuildCache
+from ..evaluation.data import Dataset, load_dataset
+from ..evaluation.latency import time_callable
+from ..evaluation.run import make_runner
+from ..model import Model, load_model
+from ..passes.recipe import Recipe
+from ..shapes import random_feeds, resolve_inputs, tensor_specs
+
+__all__ = ["TrialSpec", "TrialOutcome", "LatencySpec", "run_trial", "measure_latency", "build_chain"]
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """A recipe to build and score (plain data: it crosses process and machine boundaries)."""
+
+    number: int
+    model: str  # a path or sample name
+    recipe: dict[str, Any]  # Recipe.to_dict()
+    device: str
+    data: str | None  # labeled data (None: the sample's test set)
+    samples: int  # labeled images scored (the first N)
+    threads: int = 1
+    cache_dir: str | None = None
+
+
+@dataclass
+class TrialOutcome:
+    number: int
+    recipe: str
+    top1: float | None = None
+    baseline_top1: float | None = None
+    samples: int = 0
+    size_bytes: int = 0
+    baseline_size_bytes: int = 0
+    fingerprint: str = ""
+    build_s: float = 0.0
+    cache_hits: int = 0
+    error: str | None = None
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def drop_points(self) -> float | None:
+        if self.top1 is None or self.baseline_top1 is None:
+            return None
+        return (self.baseline_top1 - self.top1) * 100
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "drop_points": self.drop_points}
+
+
+_WORKER: dict[str, Any] = {}  # per process: models, data, baseline predictions
+
+
+def _source(name: str) -> Model:
+    key = ("model", name)
+    if key not in _WORKER:
+        _WORKER[key] = load_model(name)  # type: ignore[index]
+    return _WORKER[key]  # type: ignore[index]
+
+
+def _dataset(model: str, data: str | None) -> Dataset:
+    key = ("data", model, data)
+    if key not in _WORKER:
+        _WORKER[key] = load_dataset(data, _source(model))  # type: ignore[index]
+    return _WORKER[key]  # type: ignore[index]
+
+
+def _calibration(model: str) -> Dataset | None:
+    key = ("calib", model)
+    if key not in _WORKER:
+        src = _source(model)
+        _WORKER[key] = _calibration_for(src, Recipe(()), None, False, True)  # type: ignore[index]
+    return _WORKER[key]  # type: ignore[index]
+
+
+def build_chain(src: Model, recipe: Recipe, device: str, calibration: Dataset | None,
+                cache: BuildCache) -> tuple[Model, list[BuildResult]]:
+    """Build ``recipe`` one pass at a time, each stage through the cache (shared prefixes are
+    built once across trials). Returns the final model and every stage's result."""
+    model, stages = src, []
+    for spec in recipe.passes:
+        r = optimize(model, Recipe((spec,)), device=device, calibration=calibration, cache=cache)
+        stages.append(r)
+        model = r.model
+    return model, stages
+
+
+def _predictions(model: Model, ds: Dataset, n: int, device: str, threads: int) -> np.ndarray:
+    preds = []
+    with make_runner(model, device, threads=threads) as runner:
+        for feeds, _ in ds.batches(250, n):
+            preds.append(np.asarray(next(iter(runner.infer(feeds).values()))).argmax(-1))
+    return np.concatenate(preds)
+
+
+def _baseline_top1(spec: TrialSpec, ds: Dataset, n: int) -> float:
+    key = ("base", spec.model, spec.data, n, spec.device, spec.threads)
+    if key not in _WORKER:
+        p = _predictions(_source(spec.model), ds, n, spec.device, spec.threads)
+        _WORKER[key] = float(np.mean(p == ds.labels[:n]))  # type: ignore[index]
+    return _WORKER[key]  # type: ignore[index]
+
+
+def run_trial(spec: TrialSpec) -> TrialOutcome:
+    """Build ``spec.recipe`` through the cache and score top-1 on ``spec.samples`` labeled images."""
+    recipe = Recipe.from_dict(spec.recipe)
+    out = TrialOutcome(spec.number, recipe.label())
+    try:
+        src = _source(spec.model)
+        cache = BuildCache(Path(spec.cache_dir)) if spec.cache_dir else BuildCache()
+        t0 = time.perf_counter()
+        model, stages = build_chain(src, recipe, spec.device, _calibration(spec.model), cache)
+        out.build_s = time.perf_counter() - t0
+        out.cache_hits = sum(s.cache_hit for s in stages)
+        out.reports = [r.to_dict() for s in stages for r in s.reports]
+        ds = _dataset(spec.model, spec.data)
+        if ds.labels is None:
+            raise ValueError(f"{ds.source} has no labels")
+        n = min(spec.samples, len(ds))
+        out.samples = n
+        out.baseline_top1 = _baseline_top1(spec, ds, n)
+        out.top1 = float(np.mean(_predictions(model, ds, n, spec.device, spec.threads) == ds.labels[:n]))
+        out.size_bytes, out.baseline_size_bytes = model.size_bytes, src.size_bytes
+        out.fingerprint = model.fingerprint
+    except Exception as e:  # noqa: BLE001  (a failed trial is a result: the search goes on)
+        out.error = f"{type(e).__name__}: {e}"
+    return out
+
+
+@dataclass(frozen=True)
+class LatencySpec:
+    number: int
+    model: str
+    recipe: dict[str, Any]
+    device: str
+    batch: int = 1
+    threads: int | None = None
+    budget_s: float = 2.0
+    cache_dir: str | None = None
+
+
+def measure_latency(spec: LatencySpec) -> dict[str, Any]:
+    """p50 latency of the build and of the baseline, measured interleaved (alternating chunks in
+    one run, so load on a shared machine hits both alike); the ratio is what the search uses."""
+    recipe = Recipe.from_dict(spec.recipe)
+    src = _source(spec.model)
+    cache = BuildCache(Path(spec.cache_dir)) if spec.cache_dir else BuildCache()
+    model, _ = build_chain(src, recipe, spec.device, _calibration(spec.model), cache)
+    ins, _ = tensor_specs(src.proto.graph)
+    feeds = random_feeds(resolve_inputs(ins, batch=spec.batch))
+    opts = {"threads": spec.threads} if spec.threads else {}
+    runners = [make_runner(model, spec.device, **opts), make_runner(src, spec.device, **opts)]
+    samples: list[list[float]] = [[], []]
+    chunks = 6
+    for r in runners:
+        r.activate()
+    try:
+        fns = [r.prepare(feeds) for r in runners]
+        for c in range(chunks):
+            order = (0, 1) if c % 2 == 0 else (1, 0)
+            for j in order:
+                res = time_callable(fns[j], batch=spec.batch, warmup=3 if c < 2 else 1, iterations=None,
+                                    min_iterations=5, time_budget_s=spec.budget_s / chunks / 2)
+                samples[j].extend(res.samples_ms)
+    finally:
+        for r in runners:
+            r.deactivate()
+    p50 = [float(np.median(s)) for s in samples]
+    return {"number": spec.number, "p50_ms": p50[0], "baseline_p50_ms": p50[1], "ratio": p50[0] / p50[1],
+            "throughput": spec.batch * 1000 / p50[0], "baseline_throughput": spec.batch * 1000 / p50[1],
+            "batch": spec.batch, "threads": spec.threads, "iterations": [len(s) for s in samples]}
