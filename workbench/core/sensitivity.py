@@ -42,7 +42,7 @@ from .passes.recipe import PassSpec, Recipe
 
 __all__ = ["TensorError", "LayerScore", "SensitivityResult", "MixedPrecisionResult", "analyze",
            "tensor_errors", "layer_ranking", "with_exclusions", "auto_mixed_precision",
-           "model_logits", "output_error", "QUANT_PASSES"]
+           "model_logits", "output_error", "quant_pass_index", "QUANT_PASSES"]
 
 QUANT_PASSES = ("int8", "int8-dynamic", "fp16")
 
@@ -119,7 +119,8 @@ class MixedPrecisionResult:
 # --- recipes ------------------------------------------------------------------------------------
 
 
-def _quant_index(recipe: Recipe) -> int:
+def quant_pass_index(recipe: Recipe) -> int:
+    """Index of the last int8/fp16 pass of ``recipe`` (the one whose exclusions matter)."""
     idx = [i for i, s in enumerate(recipe.passes) if s.name in QUANT_PASSES]
     if not idx:
         raise UsageError(f"the recipe {recipe.label()!r} has no quantization pass",
@@ -130,7 +131,7 @@ def _quant_index(recipe: Recipe) -> int:
 def with_exclusions(recipe: Recipe | str, names: Sequence[str]) -> Recipe:
     """``recipe`` with ``names`` added to its (last) quantization pass's ``exclude`` list."""
     recipe = Recipe.parse(recipe) if isinstance(recipe, str) else recipe
-    i = _quant_index(recipe)
+    i = quant_pass_index(recipe)
     spec = recipe.passes[i]
     have = [str(x) for x in (spec.options.get("exclude") or [])]
     if isinstance(spec.options.get("exclude"), str):
@@ -283,7 +284,7 @@ def layer_ranking(model: ModelSource, recipe: Recipe | str, *, device: str = "cp
     """
     src = load_model(model)
     recipe = Recipe.parse(recipe) if isinstance(recipe, str) else recipe
-    spec = recipe.passes[_quant_index(recipe)]
+    spec = recipe.passes[quant_pass_index(recipe)]
     cache = cache if cache is not None else BuildCache()
     data = data if data is not None else _calibration(src, calibration)
     n = min(samples, len(data))
@@ -330,7 +331,7 @@ def analyze(model: ModelSource, passes: Recipe | str, *, device: str = "cpu",
     """
     src = load_model(model)
     recipe = Recipe.parse(passes) if isinstance(passes, str) else passes
-    qi = _quant_index(recipe)
+    qi = quant_pass_index(recipe)
     cache = cache if cache is not None else BuildCache()
     data = _calibration(src, calibration)
     if samples < 1 or tensor_samples < 1:

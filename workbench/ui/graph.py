@@ -123,8 +123,15 @@ def _layers(g: onnx.GraphProto) -> dict[str, int]:
 
 
 def graph_figure(model: Model, reports: list[PassReport] | None = None, base: Model | None = None,
-                 heat: dict[str, float] | None = None, title: str | None = None) -> go.Figure:
-    """The model as a layered DAG; colors from the build's reports and its diff against ``base``."""
+                 heat: dict[str, float] | None = None, title: str | None = None,
+                 heat_label: str = "sensitivity") -> go.Figure:
+    """The model as a layered DAG; colors from the build's reports and its diff against ``base``.
+
+    With ``heat`` (node name -> score, e.g. ``SensitivityResult.heat()``), nodes are colored by
+    their score on one shared scale instead (unscored nodes at its pale low end); each marker's ``customdata`` is
+    its node name, for click handlers.
+    """
+    colorbar_shown = False
     g = model.proto.graph
     reports = reports or []
     diff = diff_graphs(base.proto, model.proto) if base is not None else None
@@ -168,12 +175,18 @@ def graph_figure(model: Model, reports: list[PassReport] | None = None, base: Mo
             hover.append(f"<b>{name}</b><br>{nodes[name].op_type} ({st})"
                          + (f"<br>MACs {c.macs:,}<br>params {c.params:,}" if c else "") + extra)
         color: Any = STATUS_COLORS.get(st, "#78909c")
-        if heat:
-            color = [heat.get(n, 0.0) for n in names]
+        marker: dict[str, Any] = dict(size=14, line=dict(width=1, color="#37474f"), symbol="square")
+        if heat:  # heat mode: one shared color scale; unscored nodes take its pale low end
+            lo, hi = min(heat.values()), max(heat.values())
+            color = [heat.get(n, lo) for n in names]
+            marker.update(cmin=lo, cmax=hi if hi > lo else lo + 1e-9, colorscale="YlOrRd",
+                          showscale=not colorbar_shown,
+                          colorbar=dict(title=dict(text=heat_label, side="right"), thickness=12))
+            colorbar_shown = True
+        marker["color"] = color
         fig.add_trace(go.Scatter(
             x=[pos[n][0] for n in names], y=[pos[n][1] for n in names], mode="markers+text",
-            marker=dict(size=14, color=color, colorscale="YlOrRd" if heat else None,
-                        line=dict(width=1, color="#37474f"), symbol="square"),
+            marker=marker, customdata=names,
             text=[nodes[n].op_type[:6] for n in names], textposition="middle right",
             textfont=dict(size=8), hovertext=hover, hoverinfo="text", name=st))
     fig.update_layout(

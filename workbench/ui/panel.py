@@ -67,6 +67,7 @@ class Workbench:
         self.netron = NetronServer()
         self._building = False
         self.first_deltas_at: float | None = None  # perf_counter() when the last first deltas showed
+        self.heat: dict[str, float] | None = None  # per-node sensitivity shown on the graph
         self._build_ui(model, auto_build, refine)
         self.load(model, measure=measure_baseline)
 
@@ -314,6 +315,30 @@ class Workbench:
                                    "(model, engine, manifest.json, README.md)")
         return p
 
+    def show_sensitivity(self, **options: Any) -> Any:
+        """Leave-one-out sensitivity of the current recipe's int8/fp16 layers, as the graph's heat."""
+        from ..core.sensitivity import analyze  # noqa: PLC0415
+
+        assert self.session is not None
+        r = analyze(self.session.source, self.recipe, device=self.device, cache=self.session.cache,
+                    progress=self._progress, **options)
+        self.heat = r.heat()
+        self._render()
+        return r
+
+    def exclude_node(self, name: str) -> BuildRecord:
+        """Keep ``name`` in float: add it to the recipe's int8/fp16 exclusion list and rebuild."""
+        from ..core.sensitivity import quant_pass_index, with_exclusions  # noqa: PLC0415
+
+        new = with_exclusions(self.recipe, [name])
+        spec = new.passes[quant_pass_index(new)]
+        self.enable(spec.name, exclude=spec.options["exclude"])
+        return self.build()
+
+    def _node_clicked(self, trace: Any, points: Any, _selector: Any) -> None:
+        if points.point_inds and self.heat is not None:
+            self._guard(lambda: self.exclude_node(trace.customdata[points.point_inds[0]]))
+
     def show_netron(self) -> str:
         rec = self.current or (self.session.baseline if self.session else None)
         if rec is None:
@@ -345,7 +370,9 @@ class Workbench:
         self.w_history.value = self._history_html(s.rows(), rec.index if rec else None)
         target = rec or s.baseline
         self._replace(self.fig_graph, graph_figure(target.model, target.build.reports if target.build else [],
-                                                   s.baseline.model if rec else None))
+                                                   s.baseline.model if rec else None, heat=self.heat))
+        for trace in self.fig_graph.data[1:]:  # nodes: a click keeps the node in float and rebuilds
+            trace.on_click(self._node_clicked)
 
     @staticmethod
     def _replace(fw: go.FigureWidget, fig: go.Figure) -> None:
