@@ -489,16 +489,29 @@ def _versions() -> dict[str, str]:
 
 
 def _search() -> dict | None:
-    """Best recipe per subject from results/search.json, if that benchmark ran (keys: subject)."""
+    """Best recipe per model from results/search.json, if that benchmark ran.
+
+    Finds every ``SearchResult.to_dict()`` in the file (a dict with ``model``, ``best`` and
+    ``trials``) wherever it is nested, and takes the recipe of its ``best`` trial.
+    """
     path = HERE / "results" / "search.json"
     if not path.exists():
         return None
-    data = json.loads(path.read_text())
-    found = {}
-    for key, v in (data.get("results") or data).items():
-        recipe = v.get("best_recipe") or v.get("recipe") if isinstance(v, dict) else None
-        if isinstance(recipe, str):
-            found[key] = recipe
+    found: dict[str, str] = {}
+
+    def walk(v: object) -> None:
+        if isinstance(v, dict):
+            if {"model", "best", "trials"} <= set(v) and v["best"] is not None:
+                best = [t for t in v["trials"] if isinstance(t, dict) and t.get("number") == v["best"]]
+                if best and isinstance(best[0].get("recipe"), str):
+                    found.setdefault(str(v["model"]), best[0]["recipe"])
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    walk(json.loads(path.read_text()))
     return found
 
 
@@ -525,7 +538,7 @@ def main() -> None:
             continue
         plan = Plan(calib=64 if s.labeled else 16, eval_samples=1000 if s.labeled else 32)
         if s.key == "sample:resnet50":  # ~100 ms per image at 2 threads: fewer, shorter rounds
-            plan = Plan(calib=8, eval_samples=8, rounds=3, budget_s=0.1, min_iterations=2)
+            plan = Plan(calib=8, eval_samples=8, rounds=2, budget_s=0.1, min_iterations=1)
         if a.quick:
             plan = Plan(calib=4, eval_samples=8, rounds=1, budget_s=0.05, min_iterations=1)
         try:

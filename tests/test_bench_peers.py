@@ -127,3 +127,16 @@ def test_plot_is_a_png(tiny_subject, monkeypatch, tmp_path):
     names = peers.plot({"subjects": {"tiny": sub}}, out_dir=tmp_path)
     assert names == ["peers_speedup.png"]
     assert (tmp_path / names[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_search_result_is_found_wherever_it_is_nested(tmp_path, monkeypatch):
+    (tmp_path / "results").mkdir()
+    result = {"model": "sample:resnet-fashion", "best": 3, "trials": [
+        {"number": 2, "recipe": "int8"}, {"number": 3, "recipe": "prune-channels:ratio=0.4,int8"}]}
+    (tmp_path / "results" / "search.json").write_text(
+        __import__("json").dumps({"machine": {}, "runs": [{"result": result}, {"model": "x", "best": None,
+                                                                                "trials": []}]}))
+    monkeypatch.setattr(peers, "HERE", tmp_path)
+    assert peers._search() == {"sample:resnet-fashion": "prune-channels:ratio=0.4,int8"}
+    (tmp_path / "results" / "search.json").unlink()
+    assert peers._search() is None
