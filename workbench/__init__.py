@@ -9,6 +9,12 @@ The core API (no UI imported)::
     print(wb.evaluate(model).accuracy.top1)
 """
 
+import os as _os
+
+# ONNX Runtime 1.32 writes a device id and a telemetry database to ~/.cache/Microsoft/ on first
+# session unless this is set before it loads: the workbench writes only where the user says.
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from .core.bundle import Bundle, load_bundle
 from .core.engines.registry import list_engines
 from .core.evaluation.data import Dataset, Preprocessing, load_dataset, random_dataset
