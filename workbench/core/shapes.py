@@ -9,6 +9,7 @@ the CLI and the panel can show it.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "parse_profiles",
 ]
 
+MAX_INPUT_BYTES = 2**32  # one generated input larger than 4 GiB is a mistake, not a benchmark
 DEFAULT_DIM = 32  # for dynamic dimensions other than the batch (sequence lengths, image sides)
 
 
@@ -199,6 +201,13 @@ def random_feeds(inputs: list[ResolvedInput], seed: int = 0,
                 f"input {r.spec.name!r} has type {r.spec.dtype}, which cannot be generated",
                 f"give a value with --input {r.spec.name}=FILE.npy",
             ) from e
+        n_bytes = math.prod(r.shape) * dtype.itemsize  # Python ints: no overflow on absurd dims
+        if n_bytes > MAX_INPUT_BYTES:
+            raise InputSpecError(
+                f"input {r.spec.name!r} of shape {list(r.shape)} would take {n_bytes / 2**30:.3g} GiB",
+                f"give a smaller shape with --shape {r.spec.name}=DIMS (at most "
+                f"{MAX_INPUT_BYTES // 2**30} GiB per input)",
+            )
         if r.spec.name in values:
             v = np.asarray(values[r.spec.name]).astype(dtype)
             if v.ndim == 0 and r.shape:
