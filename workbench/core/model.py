@@ -85,6 +85,18 @@ def fingerprint_of(proto: onnx.ModelProto) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def _tensor_bytes(tensor: onnx.TensorProto) -> int:
+    """Bytes a tensor's dims and element type call for (0 when the type has no fixed size)."""
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, ValueError, TypeError):
+        return 0
+    n = 1
+    for d in tensor.dims:
+        n *= max(int(d), 0)
+    return n * itemsize
+
+
 def _check_external_paths(proto: onnx.ModelProto, base_dir: Path) -> int:
     """Reject external-data locations that leave ``base_dir``; return the external bytes' size."""
     base = base_dir.resolve()
@@ -114,9 +126,18 @@ def _check_external_paths(proto: onnx.ModelProto, base_dir: Path) -> int:
                 f"tensor {tensor.name!r}: external data file {location!r} is missing",
                 f"put {location!r} next to the model",
             )
-        offset = int(info.get("offset", 0) or 0)
-        length = int(info.get("length", 0) or 0)
-        if length and offset + length > target.stat().st_size:
+        try:
+            offset = int(info.get("offset", 0) or 0)
+            length = int(info.get("length", 0) or 0)
+        except ValueError as e:
+            raise ModelLoadError(f"tensor {tensor.name!r}: external data offset/length are not "
+                                 "integers", "fix or re-export the model") from e
+        if offset < 0 or length < 0:
+            raise ModelLoadError(f"tensor {tensor.name!r}: negative external data offset/length",
+                                 "fix or re-export the model")
+        if not length:  # no length recorded: the tensor's dims and type say how much it reads
+            length = _tensor_bytes(tensor)
+        if offset + length > target.stat().st_size:
             raise ModelLoadError(
                 f"tensor {tensor.name!r}: external data file {location!r} is shorter than the "
                 f"{offset + length} bytes the model expects (truncated copy?)",
@@ -160,6 +181,15 @@ def validate(proto: onnx.ModelProto, what: str, path: Path | None = None) -> Non
             f"{what} is not a valid ONNX model: {first}",
             "fix or re-export the model (onnx.checker.check_model shows the details)",
         ) from e
+    if not proto.graph.output:
+        raise ModelValidationError(f"{what} has no graph outputs, so it computes nothing",
+                                   "re-export the model with its outputs")
+    known = onnx.defs.onnx_opset_version()
+    for o in proto.opset_import:
+        if o.domain in ("", "ai.onnx") and o.version > known:
+            raise ModelValidationError(
+                f"{what} needs ONNX opset {o.version}; this onnx {onnx.__version__} knows up to {known}",
+                "upgrade onnx and onnxruntime, or re-export the model at a lower opset")
     custom = {o.domain for o in proto.opset_import} - {"", "ai.onnx", "ai.onnx.ml"}
     if custom or proto.ByteSize() > TWO_GB:
         return  # strict inference cannot know custom ops; large models are checked above
