@@ -55,6 +55,11 @@ def _option_widget(o: Option) -> W.Widget:
                   style=style, layout=W.Layout(width="260px"))
 
 
+def _short(label: str, width: int = 70) -> str:
+    """A history-table label cut to ``width`` characters (the full recipe is its tooltip)."""
+    return label if len(label) <= width else label[: width - 1] + "\u2026"
+
+
 class Workbench:
     """``Workbench("sample:resnet-fashion")`` in a notebook cell shows the panel."""
 
@@ -412,7 +417,8 @@ class Workbench:
             return "-" if v is None else format(v, fmt)
         body = "".join(
             f"<tr style='{'background:#fff3e0' if r['index'] == current else ''}'><td>{r['index']}</td>"
-            f"<td>{html.escape(r['label'])}</td><td>{f(r['top1'], '.4f')}"
+            f"<td title='{html.escape(r['label'], quote=True)}'>{html.escape(_short(r['label']))}</td>"
+            f"<td>{f(r['top1'], '.4f')}"
             f"{'' if r['top1_full'] else ' *'}</td><td>{f(r['p50_ms'], '.3f')}</td><td>{f(r['speedup_p50'], '.2f')}</td>"
             f"<td>{r['size_bytes'] / 1e6:.2f}</td></tr>" for r in rows)
         return ("<table class='wb-history'><tr><th>#</th><th>recipe</th><th>top-1</th><th>p50 ms</th>"
