@@ -140,17 +140,22 @@ def _fit(array: np.ndarray, spec: TensorSpec, pre: Preprocessing | None, source:
                     f"(model input {list(spec.shape)}, data {list(array.shape)})",
                     "resize or re-layout the data (NCHW?)",
                 )
+    if array.dtype.kind not in "biuf" and spec.dtype != array.dtype.name:
+        # strings, complex numbers, dates, records: no cast would keep their meaning
+        raise DataError(f"{source}: input {spec.name!r} is {array.dtype}, the model wants {spec.dtype}",
+                        "store plain numeric arrays of the model's input type")
     if array.dtype.kind == "f":
-        if spec.dtype.startswith("float") and array.dtype.name != spec.dtype:
-            array = array.astype(spec.dtype)
         bad = ~np.isfinite(array)
         if bad.any():
             raise DataError(f"{source}: input {spec.name!r} holds {int(bad.sum())} NaN or Inf values",
                             "clean the data; the metrics would be meaningless")
-    elif spec.dtype != array.dtype.name:
+        if spec.dtype.startswith(("int", "uint")) and not np.all(array == np.round(array)):
+            raise DataError(f"{source}: input {spec.name!r} holds fractional values, the model wants "
+                            f"{spec.dtype} (token ids, indices?)", f"store the data as {spec.dtype}")
+    if spec.dtype != array.dtype.name:
         try:
             array = array.astype(spec.dtype)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise DataError(f"{source}: input {spec.name!r} is {array.dtype}, the model wants "
                             f"{spec.dtype}", "convert the data") from e
     return array
