@@ -79,3 +79,21 @@ def test_optimized_model_path_is_written(tmp_path):
     with OrtCpuRunner(load_model(tiny_cnn()), OrtCpuOptions(optimized_model_path=str(out))):
         pass
     assert out.stat().st_size > 0
+
+
+def test_every_gpu_is_listed_as_its_own_device(monkeypatch, capsys):
+    """A multi-GPU host: the registry lists cuda:0, cuda:1, ... separately (fake driver scan)."""
+    from workbench.cli import main
+    from workbench.core.engines import registry
+    from workbench.core.gpu import GpuInfo, GpuScan
+
+    fake = GpuScan((GpuInfo(0, "NVIDIA H200", 150_000_000_000, "9.0"),
+                    GpuInfo(1, "NVIDIA H200", 150_000_000_000, "9.0")), "CUDA 13.0", "2 GPU(s), driver CUDA 13.0")
+    monkeypatch.setattr(registry, "scan_gpus", lambda: fake)
+    monkeypatch.setattr("workbench.core.gpu.scan_gpus", lambda: fake)
+    devices = registry.list_devices()
+    assert [d.device for d in devices] == ["cpu", "cuda:0", "cuda:1"]
+    assert devices[0].engines == ("ort-cpu",) and devices[2].name == "NVIDIA H200"
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert "cuda:0  NVIDIA H200, 140 GiB" in out and "cuda:1  NVIDIA H200" in out

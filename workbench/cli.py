@@ -47,18 +47,23 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from .core.engines.registry import list_engines  # noqa: PLC0415
+    from .core.engines.registry import list_devices, list_engines  # noqa: PLC0415
     from .core.gpu import scan_gpus  # noqa: PLC0415
     from .core.machine import machine_info  # noqa: PLC0415
 
     engines = list_engines()
+    devices = list_devices()
     if args.json:
-        print_json({"engines": [e.to_dict() for e in engines], "gpus": scan_gpus().to_dict(),
-                     "machine": machine_info()})
+        print_json({"engines": [e.to_dict() for e in engines], "devices": [d.to_dict() for d in devices],
+                    "gpus": scan_gpus().to_dict(), "machine": machine_info()})
         return 0
     mi = machine_info()
     print(f"CPU: {mi['cpu']} ({mi['physical_cores']} cores; {', '.join(mi['isa']) or 'no SIMD flags read'})")
     print(f"GPU: {scan_gpus().reason}")
+    for d in devices[1:]:
+        print(f"  {d.device:<7} {d.name}, {(d.memory_bytes or 0) / 2**30:.0f} GiB, compute capability "
+              f"{d.compute_capability}; engines: {', '.join(d.engines) or 'none available'}")
+    print("Engines:")
     for e in engines:
         mark = "yes" if e.available else "no "
         print(f"  {e.name:<13} {e.device:<5} {mark}  {e.reason}")

@@ -11,7 +11,8 @@ from ...errors import EngineUnavailableError
 from ..gpu import scan_gpus
 from .base import Availability
 
-__all__ = ["EngineEntry", "EngineStatus", "ENGINES", "list_engines", "engine_for_device"]
+__all__ = ["EngineEntry", "EngineStatus", "DeviceStatus", "ENGINES", "list_engines", "list_devices",
+           "engine_for_device"]
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,36 @@ def list_engines() -> list[EngineStatus]:
         if a.available and not e.implemented:
             reason = f"{a.reason}, but this workbench version has no {e.name} engine yet"
         out.append(EngineStatus(e.name, e.device, e.description, available, reason))
+    return out
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """One device a build can target: the CPU, or one GPU (``cuda:N``), with its engines."""
+
+    device: str
+    name: str
+    memory_bytes: int | None
+    compute_capability: str | None
+    engines: tuple[str, ...]  # available engines that can run on it
+
+    def to_dict(self) -> dict:
+        return {"device": self.device, "name": self.name, "memory_bytes": self.memory_bytes,
+                "compute_capability": self.compute_capability, "engines": list(self.engines)}
+
+
+def list_devices() -> list[DeviceStatus]:
+    """The CPU and every GPU separately (``cuda:0``, ``cuda:1``, ...), each with the engines that
+    can run on it here. A multi-GPU host lists every GPU; searches place one trial per GPU."""
+    from ..machine import machine_info  # noqa: PLC0415
+
+    engines = list_engines()
+    cpu = tuple(e.name for e in engines if e.device == "cpu" and e.available)
+    out = [DeviceStatus("cpu", machine_info()["cpu"], None, None, cpu)]
+    gpu_engines = tuple(e.name for e in engines if e.device == "cuda" and e.available)
+    for g in scan_gpus().gpus:
+        out.append(DeviceStatus(f"cuda:{g.index}", g.name, g.memory_bytes, g.compute_capability,
+                                gpu_engines))
     return out
 
 
