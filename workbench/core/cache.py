@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ class CacheEntry:
 class BuildCache:
     """``get``/``put`` built models by key; ``enabled=False`` makes every lookup a miss."""
 
+    STALE_TMP_S = 3600.0  # a temporary entry this old belongs to a build that was killed
+
     def __init__(self, root: str | Path | None = None, enabled: bool = True) -> None:
         self.root = Path(root) if root else cache_dir() / "builds"
         self.enabled = enabled
@@ -102,6 +105,7 @@ class BuildCache:
         final = self._dir(key)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
+            self._sweep(final.parent)
             tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=final.parent))
         except OSError as e:
             raise CacheError(f"cannot write to the build cache {self.root}: {e.strerror}",
@@ -139,6 +143,18 @@ class BuildCache:
             if self.root.is_dir() else []
         size = sum(f.stat().st_size for e in entries for f in e.iterdir() if f.is_file())
         return {"root": str(self.root), "enabled": self.enabled, "entries": len(entries), "bytes": size}
+
+    def _sweep(self, folder: Path) -> int:
+        """Remove temporary entries left by builds killed mid-write (older than STALE_TMP_S)."""
+        now, n = time.time(), 0
+        for p in folder.glob(".*"):
+            try:
+                if p.is_dir() and now - p.stat().st_mtime > self.STALE_TMP_S:
+                    self._remove(p)
+                    n += 1
+            except OSError:  # another process removed or renamed it meanwhile
+                continue
+        return n
 
     @staticmethod
     def _remove(path: Path) -> None:
