@@ -5,9 +5,9 @@ The server binds loopback only and is stopped with the panel (``close``) or at i
 
 from __future__ import annotations
 
-import atexit
 import socket
 import tempfile
+import weakref
 from pathlib import Path
 
 __all__ = ["NetronServer"]
@@ -23,9 +23,15 @@ class NetronServer:
     """One Netron server showing one model file at a time."""
 
     def __init__(self) -> None:
-        self.address: tuple[str, int] | None = None
+        self._state: dict[str, tuple[str, int] | None] = {"address": None}
         self._tmp = tempfile.TemporaryDirectory(prefix="wb-netron-")
-        atexit.register(self.stop)
+        # stops the server at interpreter exit, or when this object is garbage-collected (an
+        # atexit-registered bound method would keep it, and its port, alive until exit)
+        self._finalizer = weakref.finalize(self, _stop, self._state)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return self._state["address"]
 
     def show(self, model_bytes: bytes, name: str = "model.onnx") -> str:
         """Serve ``model_bytes``; returns the URL (http://127.0.0.1:PORT/)."""
@@ -34,7 +40,8 @@ class NetronServer:
         self.stop()
         path = Path(self._tmp.name) / name
         path.write_bytes(model_bytes)
-        self.address = netron.start(str(path), address=("127.0.0.1", _free_port()), browse=False)
+        self._state["address"] = netron.start(str(path), address=("127.0.0.1", _free_port()),
+                                              browse=False)
         return self.url
 
     @property
@@ -48,11 +55,15 @@ class NetronServer:
                 'title="Netron"></iframe>') if self.address else "<i>Netron not started</i>"
 
     def stop(self) -> None:
-        if self.address is not None:
-            import netron  # noqa: PLC0415
+        _stop(self._state)
 
-            try:
-                netron.stop(self.address)
-            except Exception:  # noqa: BLE001  (already stopped)
-                pass
-            self.address = None
+
+def _stop(state: dict[str, tuple[str, int] | None]) -> None:
+    address, state["address"] = state["address"], None
+    if address is not None:
+        import netron  # noqa: PLC0415
+
+        try:
+            netron.stop(address)
+        except Exception:  # noqa: BLE001  (already stopped)
+            pass
