@@ -63,10 +63,12 @@ def test_harness_rows_quality_latency_and_report(tiny_subject, monkeypatch):
 
 
 def test_headline_picks_fastest_build_that_keeps_quality():
-    def row(kind, s1, cos):
-        return {"kind": kind, "b1": {"speedup": s1}, "b8": {"speedup": s1}, "fidelity": {"cosine": cos}}
+    def row(kind, s1, cos, sqnr=30.0):
+        return {"kind": kind, "b1": {"speedup": s1}, "b8": {"speedup": s1},
+                "fidelity": {"cosine": cos, "sqnr_db": sqnr}}
 
     rows = {peers.BASE: row("ORT FP32", 1.0, 1.0), "fast but wrong": row("peer", 5.0, 0.5),
+            "scalar output, cosine blind": row("peer", 6.0, 1.0, sqnr=3.0),
             "peer ok": row("peer", 1.5, 0.999), "workbench a": row("workbench", 3.0, 0.995),
             "workbench b": row("workbench", 4.0, 0.9)}
     res = {"threads": 2, "subjects": {"m": {"labeled": False, "rows": rows}}}
