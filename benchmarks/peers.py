@@ -453,9 +453,13 @@ def plot(res: dict, out_dir: Path = HERE / "results") -> list[str]:
     if not subs:
         return []
     n_rows = max(len(v["rows"]) for v in subs.values())
-    fig, axes = plt.subplots(1, len(subs), figsize=(4.6 * len(subs), 0.32 * n_rows + 1.6), squeeze=False)
+    ncols = min(3, len(subs))
+    nrows = -(-len(subs) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, (0.3 * n_rows + 1.4) * nrows), squeeze=False)
+    for ax in axes.flat[len(subs):]:
+        ax.set_visible(False)
     colors = {"workbench": "tab:red", "peer": "tab:blue", "ORT FP32": "tab:gray"}
-    for ax, (key, sub) in zip(axes[0], subs.items()):
+    for ax, (key, sub) in zip(axes.flat, subs.items()):
         rows = sub["rows"]
         base = rows[BASE]
         names = list(rows)[::-1]
@@ -472,7 +476,7 @@ def plot(res: dict, out_dir: Path = HERE / "results") -> list[str]:
             ax.barh(i - 0.2, r["b8"]["speedup"], height=0.4, color=c, alpha=0.55 if ok else 0.15,
                     hatch="//")
             if not ok:
-                ax.text(max(r["b1"]["speedup"], r["b8"]["speedup"]), i, " quality", va="center", fontsize=5)
+                ax.text(max(r["b1"]["speedup"], r["b8"]["speedup"]), i, " below quality bar", va="center", fontsize=5)
         ax.axvline(1.0, color="k", lw=0.6)
         ax.set_yticks(y, [n.replace("quantize_", "q_").replace("workbench ", "wb ")[:44] for n in names],
                       fontsize=6)
