@@ -347,7 +347,8 @@ def report(res: dict) -> str:
              "`ORT_ENABLE_ALL` after their own build. Quality: top-1 delta on the labeled test subset "
              "(the trained sample) or fidelity of the first output to ORT FP32 on fixed random inputs "
              "(top-1 agreement where the output is [batch, classes], mean cosine, SQNR, max abs error). "
-             f"Wall time of this script: {res['wall_s'] / 60:.1f} min.", "", *headline(res)]
+             f"Wall time of this script: {res['wall_s'] / 60:.1f} min"
+             + (f" ({res['cpu_s'] / 60:.1f} CPU-min)" if "cpu_s" in res else "") + ".", "", *headline(res)]
     for key, sub in res["subjects"].items():
         lines += [f"### {key}", "", f"{sub.get('about', '')}. Source: `{sub.get('source', '?')}`."]
         if "error" in sub:
@@ -563,6 +564,8 @@ def main() -> None:
             print(f"{s.key}: FAILED {type(e).__name__}: {e}", file=sys.stderr)
             res["subjects"][s.key] = {"about": s.about, "error": f"{type(e).__name__}: {e}"}
     res["wall_s"] = time.perf_counter() - t0
+    cpu = os.times()  # CPU seconds used: with wall_s, says how much the machine's load stretched the run
+    res["cpu_s"] = cpu.user + cpu.system + cpu.children_user + cpu.children_system
     res["uptime_end"] = os.popen("uptime").read().strip()
     res["machine"] = machine_info()
     # a partial run (--quick, --subjects) must not overwrite the report's results
