@@ -99,10 +99,10 @@ def optimize(
     resolved = recipe.resolved()
     calib = _calibration_for(src, recipe, calibration, any(p.needs_calibration for p in passes),
                              any(p.uses_calibration for p in passes))
-    calib_info = None if calib is None else {"source": calib.source, "samples": len(calib),
-                                             "hash": calib.content_hash()}
+    calib_hash = None if calib is None else calib.content_hash()
+    calib_info = None if calib is None else {"source": calib.source, "samples": len(calib), "hash": calib_hash}
     cache = cache if cache is not None else BuildCache()
-    key = cache_key(src.fingerprint, resolved.to_dict(), device, calib_info and calib_info["hash"])
+    key = cache_key(src.fingerprint, resolved.to_dict(), device, calib_hash)
     hit = cache.get(key)
     label = f"{src.name}+{resolved.label()}"
     if hit is not None:

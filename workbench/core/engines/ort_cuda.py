@@ -332,9 +332,9 @@ class OrtCudaRunner(Runner):
             self.session, lines = self._create_session()
         if self.session is not None and self.required_provider not in self.session.get_providers():
             self.session = None
-            why = [_clean(ln) for ln in lines
-                   if any(w in ln for w in ("Failed", "rror", "cannot open", "Require"))]
-            reason = "; ".join(why[:3]) or "ONNX Runtime gave no reason (it fell back to the CPU)"
+            causes = [_clean(ln) for ln in lines
+                      if any(w in ln for w in ("Failed", "rror", "cannot open", "Require"))]
+            reason = "; ".join(causes[:3]) or "ONNX Runtime gave no reason (it fell back to the CPU)"
             raise EngineUnavailableError(
                 f"{self.engine}: onnxruntime {ort.__version__} could not start {self.required_provider} "
                 f"on {self.device}: {reason}", self.unavailable_hint())
