@@ -9,8 +9,6 @@ it on this filesystem). ``-m slow`` adds the model over 2 GB (a sparse file; loa
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -19,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from corpus import CANARY, CANARY_ATIME, Case, build_corpus
 
 TIME_LIMIT_S = 60.0
