@@ -35,7 +35,7 @@ class SearchSpace:
     precisions: tuple[str, ...] = ("fp32", "int8")
     calibrations: tuple[str, ...] = ("minmax", "entropy", "percentile")
     prune_ratios: tuple[float, ...] = (0.0, 0.25, 0.375, 0.5, 0.625)
-    prune_multiples: tuple[int, ...] = (4, 8, 16)
+    prune_multiples: tuple[int, ...] = (8, 16)
     exclusions: tuple[str, ...] = field(default_factory=tuple)
     fuse: bool = True
 
