@@ -106,6 +106,27 @@ class PassReport:
         return asdict(self)
 
 
+def default_opset(model: onnx.ModelProto) -> int:
+    """The model's opset of the default ONNX domain (0 if it imports none)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def control_flow(model: onnx.ModelProto) -> list[str]:
+    """Nodes with subgraphs (If, Loop, Scan, ...): the passes that rewrite the graph decline them."""
+    return [f"{n.op_type} {n.name or '(unnamed)'}" for n in model.graph.node
+            if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)]
+
+
+def decline_control_flow(model: onnx.ModelProto, report: PassReport) -> bool:
+    """Record why a pass leaves a model with control flow unchanged; True if it must."""
+    nodes = control_flow(model)
+    if nodes and not any(d["what"] == "the whole model" for d in report.declined):
+        report.decline("the whole model", f"it has control flow with subgraphs ({', '.join(nodes[:3])}"
+                       f"{', ...' if len(nodes) > 3 else ''}), which this pass does not rewrite yet; "
+                       "the model is returned unchanged")
+    return bool(nodes)
+
+
 @dataclass
 class PassResult:
     model: onnx.ModelProto
@@ -158,7 +179,7 @@ class Pass(ABC):
         result.report.wall_s = time.perf_counter() - t0
         result.report.nodes_before = before
         result.report.nodes_after = len(result.model.graph.node)
-        if result.model.ByteSize() < 2**31 - 1:
+        if proto_size(result.model) < 2**31 - 1:
             try:
                 onnx.checker.check_model(result.model)
             except onnx.checker.ValidationError as e:

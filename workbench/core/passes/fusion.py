@@ -25,7 +25,7 @@ from onnxscript.rewriter import MatchingTracer, RewriteRuleSet
 from onnxscript.rewriter._basics import MatchStatus
 from onnxscript.rewriter.rules import common as R
 
-from .base import Option, Pass, PassContext, PassReport, PassResult
+from .base import Option, Pass, PassContext, PassReport, PassResult, decline_control_flow, default_opset
 from .registry import register
 
 __all__ = ["FoldPass", "FusePass"]
@@ -55,6 +55,8 @@ _FUSE_RULES: dict[str, list[Any]] = {
     "Min/Max->Clip": [R.min_max_rule, R.max_min_rule, R.min_min_rule, R.max_max_rule],
     "HardSwish": list(R.fuse_hardswish_rules().rules),
 }
+# A fused op must exist in the model's opset: HardSwish came in opset 14, Clip's min/max inputs in 11.
+_MIN_OPSET = {"HardSwish": 14, "Min/Max->Clip": 11, "Relu/Clip chains": 11}
 
 
 def _to_ir(model: onnx.ModelProto) -> ir.Model:
@@ -104,6 +106,8 @@ class FoldPass(Pass):
 
     def call(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         report = self.new_report()
+        if decline_control_flow(model, report):
+            return PassResult(model, report)
         before = Counter(n.op_type for n in model.graph.node)
         m = _to_ir(model)
         optimizer.fold_constants(m)
@@ -147,8 +151,15 @@ class FusePass(Pass):
             model = folded.model
             report.fused.update(folded.report.fused)
             report.declined.extend(folded.report.declined)
+        if decline_control_flow(model, report):
+            return PassResult(model, report)
+        opset = default_opset(model)
+        rules = {k: v for k, v in _FUSE_RULES.items() if opset >= _MIN_OPSET.get(k, 0)}
+        for k in _FUSE_RULES.keys() - rules.keys():
+            report.decline(k, f"the model's opset {opset} is below {_MIN_OPSET[k]}, where the fused op "
+                              "exists (convert the model to a newer opset to allow it)")
         m = _to_ir(model)
-        _apply(m, _FUSE_RULES, report)
+        _apply(m, rules, report)
         RemoveUnusedNodesPass()(m)
         out = _to_proto(m, model)
         for node in out.graph.node:  # every BatchNorm left is one we could not fold: say why

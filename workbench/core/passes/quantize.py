@@ -33,7 +33,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ...errors import UsageError
 from ..machine import cpu_isa
-from .base import Option, Pass, PassContext, PassReport, PassResult
+from .base import Option, Pass, PassContext, PassReport, PassResult, decline_control_flow, default_opset
 from .registry import register
 
 __all__ = ["Int8Scheme", "resolve_int8_scheme", "Int8Pass", "Int8DynamicPass"]
@@ -197,6 +197,28 @@ def _name_nodes(model: onnx.ModelProto) -> int:
             used.add(name)
             count += 1
     return count
+
+
+def _opset_for_qdq(model: onnx.ModelProto, scheme: Int8Scheme,
+                   report: PassReport) -> tuple[onnx.ModelProto, Int8Scheme]:
+    """Per-channel Q/DQ needs opset 13 (the ``axis`` of QuantizeLinear/DequantizeLinear): convert
+    older models with ONNX's version converter, or fall back to per-tensor scales if it cannot."""
+    opset = default_opset(model)
+    if opset >= 13 or not scheme.per_channel:
+        return model, scheme
+    from onnx import version_converter  # noqa: PLC0415
+
+    try:
+        converted = version_converter.convert_version(model, 13)
+        onnx.checker.check_model(converted)
+    except Exception as e:  # noqa: BLE001 - the converter raises bare RuntimeErrors
+        report.notes.append(f"opset {opset} is below 13, which per-channel Q/DQ needs, and ONNX's "
+                            f"version converter could not convert it ({str(e).splitlines()[0][:160]}): "
+                            "per-tensor weight scales instead")
+        return model, replace(scheme, per_channel=False)
+    report.notes.append(f"converted from opset {opset} to 13 (ONNX's version converter): per-channel "
+                        "Q/DQ needs the axis attribute of opset 13")
+    return converted, scheme
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
@@ -518,6 +540,9 @@ class Int8Pass(Pass):
             "symmetric_weights")})
         report = self.new_report()
         _check_excludes(model, o["exclude"], self.name)
+        if decline_control_flow(model, report):
+            return PassResult(model, report)
+        model, scheme = _opset_for_qdq(model, scheme, report)
         renamed = _name_nodes(model)
         if renamed:
             report.notes.append(f"{renamed} unnamed nodes were given names (op type and index)")
@@ -657,6 +682,8 @@ class Int8DynamicPass(Pass):
         report = self.new_report()
         family = _device_family(ctx.device)
         _check_excludes(model, o["exclude"], self.name)
+        if decline_control_flow(model, report):
+            return PassResult(model, report)
         renamed = _name_nodes(model)
         if renamed:
             report.notes.append(f"{renamed} unnamed nodes were given names (op type and index)")
