@@ -20,6 +20,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     cache = BuildCache(enabled=not args.no_cache)
     r = analyze(args.model, args.passes, device=args.device, calibration=args.calib, samples=args.samples,
                 tensor_samples=args.tensor_samples, cache=cache, tensors=not args.no_tensors,
+                op_types=[t for t in (args.op_types or "").split("+") if t] or None,
                 progress=progress(args))
     mp = None
     if args.budget is not None:
@@ -84,6 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=256, help="calibration samples scoring each layer")
     p.add_argument("--tensor-samples", type=int, default=32, help="samples for the per-tensor errors")
     p.add_argument("--no-tensors", action="store_true", help="skip the per-tensor errors")
+    p.add_argument("--op-types", help="rank only these op types, e.g. Conv+Gemm (default: every layer "
+                                      "the pass quantized or converted)")
     p.add_argument("--budget", type=float, help="also find the fewest layers to keep in float so the top-1 "
                                                 "drop is within this many points (automatic mixed precision)")
     p.add_argument("--data", help="labeled data for --budget (default: the sample's test set)")

@@ -275,12 +275,13 @@ def _candidates(result: BuildResult, spec: PassSpec) -> list[str]:
 
 def layer_ranking(model: ModelSource, recipe: Recipe | str, *, device: str = "cpu",
                   data: Dataset | None = None, samples: int = 256, calibration: str | Dataset | None = None,
-                  candidates: Sequence[str] | None = None, cache: BuildCache | None = None,
-                  threads: int | None = None, progress: Progress | None = None
-                  ) -> tuple[list[LayerScore], dict[str, Any]]:
+                  candidates: Sequence[str] | None = None, op_types: Sequence[str] | None = None,
+                  cache: BuildCache | None = None, threads: int | None = None,
+                  progress: Progress | None = None) -> tuple[list[LayerScore], dict[str, Any]]:
     """Leave-one-out ranking of the quantized (or converted) layers, most sensitive first.
 
-    Returns the scores and the full build's output error, SQNR and top-1 agreement.
+    ``candidates`` (default: every node the pass quantized or converted) may be narrowed to
+    ``op_types``. Returns the scores and the full build's output error, SQNR and top-1 agreement.
     """
     src = load_model(model)
     recipe = Recipe.parse(recipe) if isinstance(recipe, str) else recipe
@@ -294,6 +295,8 @@ def layer_ranking(model: ModelSource, recipe: Recipe | str, *, device: str = "cp
     e_full = output_error(ref, got)
     names = list(candidates) if candidates is not None else _candidates(full, spec)
     ops = {nd.name: nd.op_type for nd in full.model.proto.graph.node}
+    if op_types:
+        names = [n for n in names if ops.get(n) in set(op_types)]
     scores = []
     for i, name in enumerate(names):
         if progress:
@@ -321,7 +324,7 @@ def _calibration(src: Model, calibration: str | Dataset | None) -> Dataset:
 
 def analyze(model: ModelSource, passes: Recipe | str, *, device: str = "cpu",
             calibration: str | Dataset | None = None, samples: int = 256, tensor_samples: int = 32,
-            cache: BuildCache | None = None, threads: int | None = None,
+            cache: BuildCache | None = None, threads: int | None = None, op_types: Sequence[str] | None = None,
             tensors: bool = True, progress: Progress | None = None) -> SensitivityResult:
     """Per-tensor errors and the leave-one-out layer ranking of ``passes`` on ``model``.
 
@@ -337,7 +340,8 @@ def analyze(model: ModelSource, passes: Recipe | str, *, device: str = "cpu",
     if samples < 1 or tensor_samples < 1:
         raise UsageError("samples must be >= 1")
     layers, full = layer_ranking(src, recipe, device=device, data=data, samples=samples,
-                                 calibration=calibration, cache=cache, threads=threads, progress=progress)
+                                 calibration=calibration, op_types=op_types, cache=cache, threads=threads,
+                                 progress=progress)
     build: BuildResult = full["build"]
     res = SensitivityResult(src.name, build.recipe.label(), recipe.passes[qi].name, device, full["samples"],
                             full["output_sqnr_db"], full["output_error"], full["top1_agreement"], layers)
