@@ -18,7 +18,7 @@ from ..errors import DataError, UsageError
 from .cache import BuildCache, cache_key
 from .evaluation.data import Dataset, load_dataset
 from .machine import machine_info
-from .model import Model, ModelSource, load_model
+from .model import Model, ModelSource, load_model, proto_size
 from .passes.base import PassContext, PassReport, Progress
 from .passes.recipe import Recipe
 from .paths import atomic_write
@@ -125,7 +125,7 @@ def optimize(
     if src.metadata and not proto.metadata_props:
         proto.metadata_props.extend(src.proto.metadata_props)
     built = load_model(proto)
-    built = Model(built.proto, label, None, built.fingerprint, built.proto.ByteSize())
+    built = Model(built.proto, label, None, built.fingerprint, proto_size(built.proto))
     result = BuildResult(built, src, resolved, device, reports, key, False,
                          time.perf_counter() - t0, calib_info)
     cache.put(key, built.proto.SerializeToString(), result.manifest())

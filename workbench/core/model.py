@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, Union
 
 import onnx
+from google.protobuf.message import EncodeError
 from onnx import external_data_helper
 
 from ..errors import ModelLoadError, ModelValidationError
 
-__all__ = ["Model", "ModelSource", "load_model", "fingerprint_of", "TWO_GB"]
+__all__ = ["Model", "ModelSource", "load_model", "fingerprint_of", "proto_size", "TWO_GB"]
 
 TWO_GB = 2**31 - 1  # protobuf's hard limit for one serialized message
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto, "Model"]
@@ -69,10 +70,20 @@ class Model:
         return next((o.version for o in self.proto.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
+def proto_size(proto: onnx.ModelProto) -> int:
+    """Serialized size of a model, or a lower bound above TWO_GB when it is too large for one
+    message (protobuf's ``ByteSize`` raises EncodeError there instead of returning the size)."""
+    try:
+        return proto.ByteSize()
+    except EncodeError:
+        raw = sum(len(t.raw_data) for t in external_data_helper._get_all_tensors(proto))  # noqa: SLF001
+        return max(raw, TWO_GB + 1)
+
+
 def fingerprint_of(proto: onnx.ModelProto) -> str:
     """Content hash of a model: same graph, weights and metadata give the same fingerprint."""
     h = hashlib.sha256()
-    if proto.ByteSize() <= TWO_GB:
+    if proto_size(proto) <= TWO_GB:
         h.update(proto.SerializeToString(deterministic=True))
     else:  # too large for one message: hash the structure, then each tensor's bytes
         stripped = onnx.ModelProto()
@@ -171,7 +182,7 @@ def _parse(data: bytes, what: str) -> onnx.ModelProto:
 def validate(proto: onnx.ModelProto, what: str, path: Path | None = None) -> None:
     """Run ONNX's checker and strict shape inference; raise ModelValidationError on failure."""
     try:
-        if proto.ByteSize() > TWO_GB and path is not None:
+        if proto_size(proto) > TWO_GB and path is not None:
             onnx.checker.check_model(str(path))
         else:
             onnx.checker.check_model(proto)
@@ -191,7 +202,7 @@ def validate(proto: onnx.ModelProto, what: str, path: Path | None = None) -> Non
                 f"{what} needs ONNX opset {o.version}; this onnx {onnx.__version__} knows up to {known}",
                 "upgrade onnx and onnxruntime, or re-export the model at a lower opset")
     custom = {o.domain for o in proto.opset_import} - {"", "ai.onnx", "ai.onnx.ml"}
-    if custom or proto.ByteSize() > TWO_GB:
+    if custom or proto_size(proto) > TWO_GB:
         return  # strict inference cannot know custom ops; large models are checked above
     try:
         onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
@@ -222,7 +233,7 @@ def load_model(source: ModelSource, *, check: bool = True) -> Model:
         proto.CopyFrom(source)
         if check:
             validate(proto, "the model")
-        return Model(proto, "<ModelProto>", None, fingerprint_of(proto), proto.ByteSize())
+        return Model(proto, "<ModelProto>", None, fingerprint_of(proto), proto_size(proto))
     if isinstance(source, (bytes, bytearray, memoryview)):
         proto = _parse(bytes(source), "the given bytes")
         if any(external_data_helper.uses_external_data(t)

@@ -16,7 +16,7 @@ from math import prod
 
 import onnx
 
-from .model import TWO_GB, Model
+from .model import TWO_GB, Model, proto_size
 from .shapes import ResolvedInput, TensorSpec, resolve_inputs, tensor_specs
 
 __all__ = ["NodeCost", "ModelSummary", "summarize"]
@@ -184,7 +184,7 @@ def summarize(model: Model, shapes: dict[str, tuple[int, ...]] | None = None,
             value = _attr(node, "value", None)
             if isinstance(value, onnx.TensorProto):
                 weights[node.output[0]] = _count(value)
-    inferred = _shapes(model.proto, resolved) if model.proto.ByteSize() <= TWO_GB else {}
+    inferred = _shapes(model.proto, resolved) if proto_size(model.proto) <= TWO_GB else {}
     per_node = []
     for i, node in enumerate(g.node):
         macs, flops = _node_cost(node, inferred)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import EngineRunError, UsageError
-from ..model import TWO_GB, Model
+from ..model import TWO_GB, Model, proto_size
 from .base import Availability, Runner
 
 __all__ = ["OrtCpuOptions", "OrtCpuRunner", "probe", "OPT_LEVELS", "default_threads"]
@@ -117,7 +117,7 @@ class OrtCpuRunner(Runner):
         import onnxruntime as ort  # noqa: PLC0415
 
         # Large models must load from their file so that ONNX Runtime finds the external data.
-        src: Any = (str(self.model.path) if self.model.proto.ByteSize() > TWO_GB and self.model.path
+        src: Any = (str(self.model.path) if proto_size(self.model.proto) > TWO_GB and self.model.path
                     else self.model.proto.SerializeToString())
         try:
             self.session = ort.InferenceSession(src, self._session_options(),

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import onnx
 
 from ...errors import PassError, UsageError
+from ..model import proto_size
 
 __all__ = ["Option", "PassContext", "PassReport", "PassResult", "Pass"]
 
