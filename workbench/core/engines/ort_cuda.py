@@ -38,7 +38,7 @@ import onnx
 
 from ...errors import EngineRunError, EngineUnavailableError, UsageError
 from ..gpu import scan_gpus
-from ..model import TWO_GB, Model
+from ..model import TWO_GB, Model, proto_size
 from .base import Runner
 
 __all__ = ["OrtCudaOptions", "OrtCudaRunner", "CudaGraphUnsupported", "CONV_ALGO_SEARCH", "model_precision",
@@ -445,7 +445,7 @@ class OrtCudaRunner(Runner):
 
     def _create_session(self, fixed: dict[str, int] | None = None) -> tuple[Any, list[str]]:
         ort = self._ort
-        src: Any = (str(self.model.path) if self.model.proto.ByteSize() > TWO_GB and self.model.path
+        src: Any = (str(self.model.path) if proto_size(self.model.proto) > TWO_GB and self.model.path
                     else self.model.proto.SerializeToString())
         try:
             with _captured_fd2() as lines:

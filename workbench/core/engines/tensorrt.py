@@ -42,7 +42,7 @@ import onnx
 
 from ...errors import CacheError, EngineRunError, EngineUnavailableError, UsageError
 from ..gpu import scan_gpus
-from ..model import TWO_GB, Model
+from ..model import TWO_GB, Model, proto_size
 from ..paths import atomic_write, cache_dir
 from ..shapes import parse_profiles
 from .base import Runner
@@ -372,7 +372,7 @@ def build_engine(model: Model, options: TensorRTOptions | None = None,
         creation |= 1 << int(flag_enum.STRONGLY_TYPED)  # TensorRT 10: opt in; 11: always on
     network = builder.create_network(creation)
     parser = trt.OnnxParser(network, log)
-    big = model.proto.ByteSize() > TWO_GB and model.path is not None
+    big = proto_size(model.proto) > TWO_GB and model.path is not None
     ok = parser.parse_from_file(str(model.path)) if big else parser.parse(model.proto.SerializeToString())
     if not ok:
         errs = []

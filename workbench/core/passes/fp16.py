@@ -21,6 +21,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ...errors import UsageError
+from ..model import proto_size
 from .base import Option, Pass, PassContext, PassReport, PassResult
 from .registry import register
 
@@ -110,7 +111,7 @@ def activation_max_abs(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]
     own outputs per batch (the reference for fidelity)."""
     import onnxruntime as ort  # noqa: PLC0415
 
-    inferred = onnx.shape_inference.infer_shapes(model) if model.ByteSize() < _2GB else model
+    inferred = onnx.shape_inference.infer_shapes(model) if proto_size(model) < _2GB else model
     g = inferred.graph
     types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]}
     graph_outputs = [o.name for o in model.graph.output]
@@ -229,7 +230,7 @@ class Fp16Pass(Pass):
 
         out = convert_float_to_float16(model, keep_io_types=o["keep_io_types"], op_block_list=block_ops,
                                        node_block_list=sorted(blocked),
-                                       disable_shape_infer=model.ByteSize() >= _2GB)
+                                       disable_shape_infer=proto_size(model) >= _2GB)
         round_trips = _drop_round_trips(out.graph)
         toposort(out.graph)
         for name, reason in sorted(blocked.items()):

@@ -25,6 +25,7 @@ from onnxscript.rewriter import MatchingTracer, RewriteRuleSet
 from onnxscript.rewriter._basics import MatchStatus
 from onnxscript.rewriter.rules import common as R
 
+from ..model import proto_size
 from .base import Option, Pass, PassContext, PassReport, PassResult, decline_control_flow, default_opset
 from .registry import register
 
@@ -61,7 +62,7 @@ _MIN_OPSET = {"HardSwish": 14, "Min/Max->Clip": 11, "Relu/Clip chains": 11}
 
 def _to_ir(model: onnx.ModelProto) -> ir.Model:
     """To onnx-ir, with inferred shapes: several rules check ranks (e.g. MatMul+Add -> Gemm)."""
-    if model.ByteSize() < 2**31 - 1:
+    if proto_size(model) < 2**31 - 1:
         try:
             model = onnx.shape_inference.infer_shapes(model, data_prop=True)
         except Exception:  # noqa: BLE001  (rules that need shapes then decline, with their reason)

@@ -43,6 +43,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ...errors import UsageError
 from ..machine import cpu_isa
+from ..model import proto_size
 from .base import Option, Pass, PassContext, PassReport, PassResult, decline_control_flow, default_opset
 from .registry import register
 
@@ -222,7 +223,7 @@ def _opset_for_qdq(model: onnx.ModelProto, scheme: Int8Scheme,
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
-    if model.ByteSize() > _2GB:
+    if proto_size(model) > _2GB:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=path.name + ".data")
     else:
@@ -248,7 +249,7 @@ def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
 
 def _float_tensors(model: onnx.ModelProto) -> set[str]:
     try:
-        inferred = onnx.shape_inference.infer_shapes(model) if model.ByteSize() < _2GB else model
+        inferred = onnx.shape_inference.infer_shapes(model) if proto_size(model) < _2GB else model
     except Exception:  # noqa: BLE001
         inferred = model
     g = inferred.graph
@@ -357,7 +358,7 @@ _MEMO_SIZE = 8
 
 
 def _calibration_key(pre: onnx.ModelProto, op_types: list[str], opts: dict[str, Any], data: Any) -> str | None:
-    if data is None or pre.ByteSize() > _2GB:
+    if data is None or proto_size(pre) > _2GB:
         return None
     h = hashlib.sha256(pre.SerializeToString())
     h.update(repr((sorted(op_types), opts["calibration"], opts["percentile"], opts["samples"])).encode())
@@ -552,7 +553,7 @@ class Int8Pass(Pass):
         else:
             op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
         op_types = [t for t in op_types if t not in set(o["exclude_op_types"])]
-        large = model.ByteSize() > _2GB
+        large = proto_size(model) > _2GB
         with tempfile.TemporaryDirectory(prefix="workbench-int8-") as d:
             tmp = Path(d)
             src, pre_path = tmp / "model.onnx", tmp / "pre.onnx"
@@ -692,7 +693,7 @@ class Int8DynamicPass(Pass):
         vnni = any(v in isa for v in VNNI) or _is_arm(isa)
         rr = _tri(o["reduce_range"], not vnni and family == "cpu")
         op_types = [t for t in IntegerOpsRegistry if t not in set(o["exclude_op_types"])]
-        large = model.ByteSize() > _2GB
+        large = proto_size(model) > _2GB
         with tempfile.TemporaryDirectory(prefix="workbench-int8dyn-") as d:
             tmp = Path(d)
             src, pre_path = tmp / "model.onnx", tmp / "pre.onnx"
