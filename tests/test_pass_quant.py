@@ -339,3 +339,26 @@ def test_toposort_orders_appended_nodes():
     toposort(proto.graph)
     onnx.checker.check_model(proto)
     assert [n.name for n in proto.graph.node] == [n.name for n in nodes]
+
+
+def test_quant_preprocess_writes_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    """ONNX Runtime's symbolic shape inference saves sym_shape_infer_temp.onnx into the current
+    directory when it gives up (seen on PP-OCRv4): the pass runs it from its temporary folder."""
+    from pathlib import Path
+
+    import onnxruntime.tools.symbolic_shape_infer as ssi
+
+    from workbench import random_dataset
+
+    def gives_up(*a, **k):  # what ONNX Runtime does on an incomplete inference
+        Path("sym_shape_infer_temp.onnx").write_bytes(b"x")
+        raise Exception("Incomplete symbolic shape inference")
+
+    monkeypatch.setattr(ssi.SymbolicShapeInference, "infer_shapes", staticmethod(gives_up))
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    model = load_model(tiny_cnn())
+    out = get_pass("int8")(samples=4)(model.proto, PassContext(calibration=random_dataset(model, 4)))
+    assert list(work.iterdir()) == [] and Path.cwd() == work
+    assert any("symbolic shape inference failed" in n for n in out.report.notes)

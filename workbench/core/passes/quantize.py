@@ -28,8 +28,10 @@ import contextlib
 import hashlib
 import io
 import logging
+import os
 import platform
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -230,17 +232,28 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
         onnx.save_model(model, str(path))
 
 
+_CWD_LOCK = threading.Lock()
+
+
 def _preprocess(src: Path, dst: Path, report: PassReport) -> None:
     """ONNX Runtime's quant_pre_process: shape inference and basic graph optimization (BatchNorm
     folded into Conv, constants folded), which the quantizer needs for good results."""
     from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: PLC0415
 
-    try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
-    except Exception as e:  # noqa: BLE001  (symbolic shape inference fails on some graphs)
-        report.notes.append(f"preprocess: ONNX Runtime's symbolic shape inference failed on this graph "
-                            f"({type(e).__name__}: {str(e)[:80]}); used ONNX shape inference")
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    # When its symbolic shape inference gives up, ONNX Runtime saves "sym_shape_infer_temp.onnx"
+    # into the current directory: run it from the build's temporary folder so nothing is written
+    # in the user's (the lock keeps two builds in this process from changing directory at once).
+    with _CWD_LOCK:
+        cwd = os.getcwd()
+        os.chdir(src.parent)
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        except Exception as e:  # noqa: BLE001  (symbolic shape inference fails on some graphs)
+            report.notes.append(f"preprocess: ONNX Runtime's symbolic shape inference failed on this graph "
+                                f"({type(e).__name__}: {str(e)[:80]}); used ONNX shape inference")
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        finally:
+            os.chdir(cwd)
 
 
 def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
