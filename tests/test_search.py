@@ -43,6 +43,10 @@ def test_bad_arguments_are_user_errors(capsys):
     assert "--address is for --executor ray" in capsys.readouterr().err
 
 
+def _probe(x):
+    return x
+
+
 def _run(executor, cache_dir):
     return search("sample:resnet-fashion", objective="size", budget_points=0.5, trials=5, seed=7,
                   round_size=2, executor=executor, space=SMALL, max_exclude=0, screen_samples=300,
@@ -62,7 +66,7 @@ def test_local_and_ray_executors_give_identical_results_for_a_fixed_seed(tmp_pat
             assert rex.describe()["cluster_cpus"] == 2
         # GPU trials ask Ray for one GPU each (the remote function's resources, no GPU needed here)
         gpu = RayExecutor(workers=1, device="cuda")
-        opts = gpu._remote(len)._default_options
+        opts = gpu._remote(_probe)._default_options
         assert opts["num_gpus"] == 1 and opts["num_cpus"] == 1
     finally:
         ray_mod.shutdown()

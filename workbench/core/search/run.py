@@ -138,6 +138,8 @@ def search(model: ModelSource, *, device: str = "cpu", budget_points: float = 0.
         raise UsageError(f"the budget must be >= 0 points, got {budget_points}")
     if trials < 1 or round_size < 1 or screen_samples < 1 or finalists < 1:
         raise UsageError("trials, round size, samples and finalists must be >= 1")
+    if executor == "local" and address:
+        raise UsageError("--address is for --executor ray")  # before any work
     t_start = time.perf_counter()
     src = load_model(model)
     model_ref = str(model) if isinstance(model, (str, Path)) else None
