@@ -59,3 +59,16 @@ def test_gpu_lists():
     for bad in ("a,b", "", "-1"):
         with pytest.raises(UsageError):
             gpu_indices(bad)
+
+
+def test_gpu_searches_get_one_pinned_worker_per_gpu(monkeypatch):
+    from workbench.core.gpu import GpuInfo, GpuScan
+    from workbench.core.search.executors import LocalExecutor, make_executor
+
+    fake = GpuScan(tuple(GpuInfo(i, "GPU", 1 << 34, "9.0") for i in range(4)), "CUDA 13.0", "4 GPU(s)")
+    monkeypatch.setattr("workbench.core.gpu.scan_gpus", lambda: fake)
+    ex = make_executor("local", device="cuda")
+    assert isinstance(ex, GpuExecutor) and ex.gpus == [0, 1, 2, 3]
+    assert make_executor("local", device="cuda", workers=2).gpus == [0, 1]
+    assert isinstance(make_executor("local", device="cpu"), LocalExecutor)
+    assert isinstance(make_executor("local", device="cuda", workers=0), LocalExecutor)  # in-process

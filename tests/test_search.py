@@ -72,6 +72,7 @@ def test_local_and_ray_executors_give_identical_results_for_a_fixed_seed(tmp_pat
         ray_mod.shutdown()
     assert local.deterministic_view() == remote.deterministic_view()
     assert len(local.trials) == 5 and all(t.error is None for t in local.trials)
+    assert local.trials[0].params == SMALL.anchors(1)[0]  # the anchor (plain int8) is asked first
     # size is the objective: int8 builds are ~4x smaller and within budget, so one of them is best
     best = local.best_trial
     assert best is not None and best.recipe.startswith("int8") and best.cost < 0.3

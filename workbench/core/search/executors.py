@@ -133,6 +133,12 @@ def make_executor(kind: str = "local", *, workers: int | None = None, address: s
     if kind == "local":
         if address:
             raise UsageError("--address is for --executor ray")
+        if device.split(":")[0].lower() in GPU_DEVICES and workers != 0:
+            # GPU trials: one worker per GPU, pinned to it, never two trials on one GPU at a time.
+            from .placement import GpuExecutor, gpu_indices  # noqa: PLC0415
+
+            gpus = gpu_indices(None)
+            return GpuExecutor(gpus[:workers] if workers else gpus)
         return LocalExecutor(workers)
     if kind == "ray":
         return RayExecutor(address, workers, device)

@@ -160,6 +160,8 @@ def search(model: ModelSource, *, device: str = "cpu", budget_points: float = 0.
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(1, trials // 3)))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    for params in space.anchors(max(1, trials // 4)):
+        study.enqueue_trial(params, skip_if_exists=True)
     ex = make_executor(executor, workers=workers, address=address, device=device) \
         if isinstance(executor, str) else executor
     records: list[SearchTrial] = []

@@ -45,6 +45,25 @@ class SearchSpace:
         return cls(precisions=("fp32", "fp16", "int8") if gpu else ("fp32", "int8"),
                    exclusions=tuple(exclusions))
 
+    def anchors(self, n: int) -> list[dict[str, Any]]:
+        """Known-good starting points asked first (Optuna ``enqueue_trial``): int8 without
+        exclusions on its own and after each pruning ratio, middle ratios first. With few
+        trials and noisy latencies, TPE alone can miss the shape a hand-made recipe finds."""
+        if "int8" not in self.precisions:
+            return []
+        cal = "entropy" if "entropy" in self.calibrations else self.calibrations[0]
+        pruned = sorted((r for r in self.prune_ratios if r > 0), key=lambda r: abs(r - 0.5))
+        order = pruned[:1] + [r for r in self.prune_ratios if r == 0][:1] + pruned[1:]
+        out = []
+        for r in order[:n]:
+            p: dict[str, Any] = {"precision": "int8", "prune_ratio": r, "calibration": cal}
+            if r > 0:
+                p["prune_multiple"] = self.prune_multiples[0]
+            if self.exclusions:
+                p["exclude_top"] = 0
+            out.append(p)
+        return out
+
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Draw one parameter set from an Optuna trial (define-by-run)."""
         p: dict[str, Any] = {"precision": trial.suggest_categorical("precision", list(self.precisions))}
