@@ -9,7 +9,6 @@ a manifest may set are an allow-list of plain settings (no paths, modules or fre
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from .engines.registry import engine_for_device
 from .evaluation.run import make_runner
 from .machine import cpu_isa, machine_info
 from .model import Model, load_model
+from .paths import sha256_file
 
 __all__ = ["Bundle", "BundleWarning", "load_bundle", "open_bundle", "is_bundle", "sha256_file", "BUNDLE_FORMAT", "BUNDLE_VERSION",
            "MANIFEST", "MODEL_FILE", "SAFE_OPTIONS"]
@@ -40,12 +40,6 @@ class BundleWarning(UserWarning):
     """A bundle loads, but something about this machine differs from where it was exported."""
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 @dataclass

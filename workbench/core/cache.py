@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import CacheError
 from .machine import cpu_isa, machine_info
-from .paths import cache_dir
+from .paths import cache_dir, sha256_file
 
 __all__ = ["BuildCache", "CacheEntry", "cache_key", "CACHE_SCHEMA"]
 
@@ -30,12 +30,6 @@ MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 def cache_key(model_fingerprint: str, recipe: dict[str, Any], device: str,
@@ -89,7 +83,7 @@ class BuildCache:
         try:
             manifest = json.loads((d / MANIFEST_FILE).read_text())
             ok = (manifest.get("key") == key
-                  and _sha256_file(d / MODEL_FILE) == manifest.get("model_sha256"))
+                  and sha256_file(d / MODEL_FILE) == manifest.get("model_sha256"))
         except (OSError, ValueError):
             ok = False
         if not ok:
@@ -112,7 +106,7 @@ class BuildCache:
                              "set WORKBENCH_CACHE_DIR to a writable folder, or use --no-cache") from e
         try:
             (tmp / MODEL_FILE).write_bytes(model_bytes)
-            manifest = {**manifest, "key": key, "model_sha256": _sha256_file(tmp / MODEL_FILE)}
+            manifest = {**manifest, "key": key, "model_sha256": sha256_file(tmp / MODEL_FILE)}
             with open(tmp / MANIFEST_FILE, "w") as f:
                 json.dump(manifest, f, indent=2, default=str)
                 f.flush()

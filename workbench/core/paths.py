@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["samples_dir", "cache_dir", "atomic_write"]
+__all__ = ["samples_dir", "cache_dir", "atomic_write", "sha256_file"]
 
 
 def samples_dir() -> Path:
@@ -34,3 +35,12 @@ def atomic_write(path: Path, data: bytes | memoryview) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def sha256_file(path: Path) -> str:
+    """``sha256:`` of a file's bytes, read in 1 MiB chunks (cache entries, bundle files)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
