@@ -7,7 +7,7 @@ pairs around the operators, which ONNX Runtime and TensorRT fuse into integer ke
 * x86 CPU without VNNI (AVX2): U8S8 (uint8 activations, int8 weights), per-channel weights,
   ``reduce_range`` (7-bit weights). MLAS's x86 int8 kernels take uint8 activations and int8
   weights; S8S8 runs much slower there. AVX2 multiplies u8 x s8 pairs into saturating int16
-  (``vpmaddubsw``), so full 8-bit weights can overflow: on the sample that cost 0.6 top-1 points,
+  (``vpmaddubsw``), so full 8-bit weights can overflow: on the sample that cost 0.17-0.6 top-1 points (10,000 images),
   7-bit weights cost nothing measurable.
 * x86 CPU with VNNI or AMX: U8S8, per-channel, full 8-bit weights (int32 accumulation, no
   saturation).
@@ -146,7 +146,7 @@ def resolve_int8_scheme(device: str = "cpu", isa: tuple[str, ...] | None = None,
             reasons.append(f"{simd} without VNNI (instruction sets: {', '.join(isa) or 'none read'}): U8S8 (MLAS's fast x86 int8 kernels; S8 activations "
                            "ran at 0.6x of U8S8's speed on ResNet-50 here), per-channel weights, reduce_range (7-bit "
                            "weights: the u8 x s8 multiply-add saturates in int16 without VNNI; "
-                           "full 8-bit weights lost 0.6 top-1 points on the sample)")
+                           "full 8-bit weights lost 0.17-0.6 top-1 points on the sample)")
     sym_w = True
     overrides = {"activation_type": activation_type, "weight_type": weight_type,
                  "per_channel": per_channel, "reduce_range": reduce_range,
