@@ -36,7 +36,13 @@ def peers_summary() -> list[str]:
 
     from peers import headline  # noqa: PLC0415
 
-    return ["## Where the workbench stands against the usual tools", "", *headline(json.loads(path.read_text()))]
+    data = json.loads(path.read_text())
+    return ["## Where the workbench stands against the usual tools", "",
+            f"From `benchmarks/peers.py` ({data.get('wall_s', 0) / 60:.0f} min); "
+            f"machine state at its start: `{data.get('uptime', '?')}`. A loaded machine inflates the "
+            "FP32 baselines' spread; rerun `python benchmarks/peers.py` on a quiet machine for headline "
+            "figures. Per-section results below may come from other runs (each states its machine).", "",
+            *headline(data)]
 
 
 if __name__ == "__main__":
