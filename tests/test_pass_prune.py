@@ -231,6 +231,47 @@ def test_reconstruction_lowers_the_consumers_output_error():
     assert inits(fit.model)["conv1.w"].shape == inits(cut.model)["conv1.w"].shape == (8, 8, 3, 3)
 
 
+@pytest.mark.parametrize("stride,dil,pads", [(1, 1, [1, 1, 1, 1]), (2, 1, [0, 1, 2, 0]), (1, 2, [2, 2, 2, 2])])
+def test_patches_times_channels_last_weights_give_the_conv_output(stride, dil, pads):
+    from workbench.core.passes.prune_channels import _channels_last, _patches, _positions
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="c", pads=pads, strides=[stride] * 2,
+                            dilations=[dil] * 2, kernel_shape=[3, 3])
+    graph = helper.make_graph([conv], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])
+    x = rng.standard_normal((3, 4, 9, 10)).astype(np.float32)
+    y = run(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), {"x": x})
+    b_idx, coords = _positions(3, y.shape[2:], 7, rng)
+    got = _patches(conv, (3, 3), x, b_idx, coords) @ _channels_last(w).reshape(5, -1).T
+    np.testing.assert_allclose(got, y[(b_idx, slice(None), *coords)], rtol=1e-4, atol=1e-4)
+
+
+def test_incremental_forward_matches_whole_model_runs():
+    """Consumer inputs computed step by step equal a full run of the model up to each tensor."""
+    from workbench.core.passes.prune_channels import _Forward, _session
+
+    b = Builder(5)
+    t0 = b.conv("conv0", "x", 3, 8)
+    t1 = b.conv("conv1", t0, 8, 8)
+    t2 = b.conv("conv2", t1, 8, 8)
+    b.nodes.append(helper.make_node("Add", [t2, t0], ["sum"], name="add"))
+    b.conv("conv3", "sum", 8, 4, relu=False, bn=False)
+    proto = b.model("conv3", ("N", 4, 8, 8))
+    feeds = [calib(20, 1).inputs, calib(7, 2).inputs]
+    types = {n.output[0]: TensorProto.FLOAT for n in proto.graph.node}
+    fwd = _Forward(proto, feeds, types)
+    for tensor in [t0, t1, "sum"]:
+        got = fwd.compute(tensor)
+        for f, g in zip(feeds, got):
+            np.testing.assert_array_equal(g, _session(proto, [tensor]).run(f)[0])
+        if tensor == t1:  # a refit of conv2 between steps must reach the next step
+            w = next(i for i in proto.graph.initializer if i.name == "conv2.w")
+            w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * 2, "conv2.w"))
+
+
 def test_bad_options_raise_usage_error():
     for opts in ({"ratio": 1.0}, {"ratio": -0.1}, {"scope": "model"}, {"importance": "l3"},
                  {"multiple": 0}, {"ratio": "lots"}, {"nosuch": 1}):

@@ -43,6 +43,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import itertools
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -644,25 +646,28 @@ class ChannelPrunePass(Pass):
                         targets.setdefault(layer_name(n), []).append((b_idx, coords, t.astype(np.float32)))
                 chunk, budget = [], 0
         ctx.report_progress("reconstruct", 0, len(todo))
+        inferred = onnx.shape_inference.infer_shapes(original)  # element types: pruning keeps them
+        forward = _Forward(model, batches, {v.name: v.type.tensor_type.elem_type for v in (
+            *inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input)})
         for step, (node, grp) in enumerate(todo):
             name = layer_name(node)
             w0 = w.get(node.input[1])  # already cut: [kept out, kept in, kh, kw]
             b0 = w.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(w0.shape[0], w0.dtype)
             stats = _Stats(w0.size // w0.shape[0] + 1, w0.shape[0])
-            x_sess = _session(model, [node.input[0]])
             held_every = 5 if len(batches) >= 2 else 0
-            for b, (feeds, (b_idx, coords, target)) in enumerate(zip(batches, targets.pop(name))):
-                x = x_sess.run({k: v for k, v in feeds.items() if k in x_sess.inputs})[0]
+            xs = forward.compute(node.input[0])
+            for b, (x, (b_idx, coords, target)) in enumerate(zip(xs, targets.pop(name))):
                 patches = _patches(node, w0.shape[2:], x, b_idx, coords)
                 stats.add(patches, target, holdout=bool(held_every) and b % held_every == held_every - 1)
-            theta0 = np.concatenate([w0.reshape(w0.shape[0], -1).T, b0[None]], 0).astype(np.float64)
+            theta0 = np.concatenate([_channels_last(w0).reshape(w0.shape[0], -1).T, b0[None]], 0).astype(np.float64)
             theta = stats.solve(o["ridge"])
             e0, e1 = stats.error(theta0), stats.error(theta)
             entry = {"rel_error_before": round(e0, 5), "rel_error_after": round(e1, 5),
                      "rows": stats.rows, "features": stats.features - 1,
                      "measured_on": "held-out calibration batches" if stats.held_rows else "fitting rows"}
             if e1 < e0:
-                w.set(node, 1, theta[:-1].T.reshape(w0.shape).astype(w0.dtype))
+                cl = theta[:-1].T.reshape(_channels_last(w0).shape)
+                w.set(node, 1, np.ascontiguousarray(np.moveaxis(cl, -1, 1)).astype(w0.dtype))
                 bias = theta[-1].astype(w0.dtype)
                 if len(node.input) > 2 and node.input[2]:
                     w.set(node, 2, bias)
@@ -708,12 +713,17 @@ class _Stats:
         return int(self.held[4])
 
     def add(self, patches: np.ndarray, target: np.ndarray, holdout: bool) -> None:
-        xa = np.concatenate([patches, np.ones((len(patches), 1), patches.dtype)], 1)
         s = self.held if holdout else self.fit
-        s[0] += xa.T @ xa
-        s[1] += xa.T @ target
+        f = self.features - 1
+        s[0][:f, :f] += patches.T @ patches
+        colsum = patches.sum(0, dtype=np.float64)
+        s[0][:f, f] += colsum
+        s[0][f, :f] += colsum
+        s[0][f, f] += len(patches)
+        s[1][:f] += patches.T @ target
+        s[1][f] += target.sum(0, dtype=np.float64)
         s[2] += (target.astype(np.float64) ** 2).sum(0)
-        s[3] += target.astype(np.float64).sum(0)
+        s[3] += target.sum(0, dtype=np.float64)
         s[4] += len(target)
 
     def solve(self, ridge: float) -> np.ndarray:
@@ -748,21 +758,69 @@ def _positions(n: int, out_sp: tuple[int, ...], positions: int, rng: np.random.G
 def _patches(node: onnx.NodeProto, kernel: tuple[int, ...], x: np.ndarray, b_idx: np.ndarray,
              coords: tuple[np.ndarray, ...]) -> np.ndarray:
     """im2col rows of ``x`` at the given output positions of ``node``, laid out like
-    ``W.reshape(out, -1)`` (input channel, then kernel offsets)."""
+    ``_channels_last(W).reshape(out, -1)`` (kernel offsets, then input channel): gathering whole
+    channel vectors from a channels-last copy is several times faster than element gathers."""
     spatial = x.ndim - 2
     strides = _attr(node, "strides", [1] * spatial)
     dil = _attr(node, "dilations", [1] * spatial)
     pads = _attr(node, "pads", [0] * 2 * spatial)
-    xp = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)])
-    rows = len(b_idx)
-    index: list[np.ndarray] = [b_idx.reshape((-1,) + (1,) * (spatial + 1)),
-                               np.arange(x.shape[1]).reshape((1, -1) + (1,) * spatial)]
-    for d in range(spatial):
-        pos = coords[d][:, None] * strides[d] + np.arange(kernel[d])[None] * dil[d]  # [rows, k_d]
-        shape = [rows, 1] + [1] * spatial
-        shape[2 + d] = kernel[d]
-        index.append(pos.reshape(shape))
-    return xp[tuple(index)].reshape(rows, -1).astype(np.float32)
+    xt = np.pad(np.moveaxis(x, 1, -1), [(0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)]
+                + [(0, 0)])
+    c = x.shape[1]
+    out = np.empty((len(b_idx), int(np.prod(kernel)) * c), np.float32)
+    for k, off in enumerate(itertools.product(*(range(kd) for kd in kernel))):
+        index = tuple(coords[d] * strides[d] + off[d] * dil[d] for d in range(spatial))
+        out[:, k * c:(k + 1) * c] = xt[(b_idx, *index)]
+    return out
+
+
+def _channels_last(w: np.ndarray) -> np.ndarray:
+    """Conv weights [out, in, *kernel] -> [out, *kernel, in], the column order of ``_patches``."""
+    return np.moveaxis(w, 1, -1)
+
+
+class _Forward:
+    """Inputs of the consumers being refit, computed on the current (pruned, partly refit) model
+    step by step: each step runs only the nodes between tensors already computed and the next
+    consumer's input, so a whole reconstruction costs about one forward pass instead of one per
+    consumer. Call ``compute`` in topological order, after refitting the consumers before it:
+    every kept tensor is an ancestor of an earlier consumer's input, so later refits never
+    change it."""
+
+    def __init__(self, model: onnx.ModelProto, batches: list[dict[str, np.ndarray]],
+                 types: dict[str, int]) -> None:
+        self.model = model
+        self.have: list[dict[str, np.ndarray]] = [dict(f) for f in batches]
+        self.covered: set[int] = set()  # indices of nodes already run
+        self.types = types
+
+    def compute(self, tensor: str) -> list[np.ndarray]:
+        g = self.model.graph
+        producer = {o: k for k, n in enumerate(g.node) for o in n.output if o}
+        inits = {i.name for i in g.initializer}
+        known = self.have[0].keys() if self.have else set()
+        sub: set[int] = set()
+        stack = [tensor]
+        while stack:
+            t = stack.pop()
+            if not t or t in known or t in inits or t not in producer or producer[t] in sub:
+                continue
+            sub.add(producer[t])
+            stack.extend(g.node[producer[t]].input)
+        if not sub:
+            return [h[tensor] for h in self.have]
+        self.covered |= sub
+        # Keep every tensor the step computes that a node not yet run will read.
+        later = {i for k, n in enumerate(g.node) if k not in self.covered for i in n.input}
+        outs = [tensor] + sorted({o for k in sub for o in g.node[k].output if o in later and o != tensor})
+        given = {k: helper.np_dtype_to_tensor_dtype(v.dtype) for k, v in self.have[0].items()}
+        sess = _session(self.model, outs, given=given, types=self.types)
+        for h in self.have:
+            for name, v in zip(outs, sess.run({k: v for k, v in h.items() if k in sess.inputs})):
+                h[name] = v
+            for name in [k for k in h if k not in later and k != tensor]:
+                del h[name]
+        return [h[tensor] for h in self.have]
 
 
 class _Session:
@@ -774,22 +832,28 @@ class _Session:
         return self.sess.run(None, feeds)
 
 
-def _session(model: onnx.ModelProto, tensors: list[str]) -> _Session:
-    """An ONNX Runtime session computing only ``tensors`` (the nodes they need, nothing after)."""
+def _session(model: onnx.ModelProto, tensors: list[str], given: dict[str, int] | None = None,
+             types: dict[str, int] | None = None) -> _Session:
+    """An ONNX Runtime session computing only ``tensors`` (the nodes they need, nothing after),
+    from the graph inputs, or from the tensors in ``given`` (name -> element type) fed as inputs;
+    ``types`` gives the outputs' element types (default: the graph's float type)."""
     import onnxruntime as ort  # noqa: PLC0415
 
     g = model.graph
+    given = given or {}
     need, nodes = set(tensors), []
     for n in reversed(g.node):
-        if any(o in need for o in n.output):
+        if any(o in need and o not in given for o in n.output):
             nodes.append(n)
             need.update(i for i in n.input if i)
     nodes.reverse()
     elem = next((i.type.tensor_type.elem_type for i in g.input if i.type.tensor_type.elem_type
                  in (onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)), onnx.TensorProto.FLOAT)
+    graph_inputs = {i.name for i in g.input}
+    fed = [helper.make_tensor_value_info(t, given[t], None) for t in sorted(need & given.keys() - graph_inputs)]
     graph = helper.make_graph(
-        nodes, "sub", [i for i in g.input if i.name in need],
-        [helper.make_tensor_value_info(t, elem, None) for t in tensors],
+        nodes, "sub", [i for i in g.input if i.name in need] + fed,
+        [helper.make_tensor_value_info(t, (types or {}).get(t, elem), None) for t in tensors],
         [i for i in g.initializer if i.name in need])
     sub = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
     so = ort.SessionOptions()
