@@ -38,12 +38,11 @@ the graph analysis and the least squares are a few hundred lines of numpy.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
-
-import itertools
 
 import numpy as np
 import onnx
