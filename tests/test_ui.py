@@ -65,6 +65,58 @@ def test_latency_deltas_show_before_accuracy(panel, monkeypatch):
     assert panel.first_deltas_at is not None
 
 
+def test_pruning_shows_a_first_look_then_the_real_builds_own_numbers(panel, monkeypatch):
+    """A pass with a faster way to the same structure (channels cut before reconstruction) gives
+    a first look at latency and size; the real build is measured again and replaces it."""
+    seen = []
+    real = panel._first_deltas
+
+    def spy(rec):
+        real(rec)
+        seen.append((rec, panel.w_deltas.value, len(panel.rows()), panel.w_stage.value))
+
+    monkeypatch.setattr(panel, "_first_deltas", spy)
+    rows_before = len(panel.rows())
+    panel.enable("prune-channels", ratio=0.4, samples=64)
+    rec = panel.build()
+    panel.disable("prune-channels")
+    assert [r.preview is not None for r, *_ in seen] == [True, False]
+    first, html_first, rows_at_first, stage = seen[0]
+    assert "reconstruct=False" in first.preview and "first look" in html_first
+    assert "data-metric='p50_ms'" in html_first and "data-metric='top1'" not in html_first
+    assert "reconstruction" in stage and rows_at_first == rows_before  # not in the history
+    assert seen[1][0] is rec and rec.latency is not first.latency and rec.accuracy is not None
+    assert len(panel.rows()) == rows_before + 1 and panel.first_deltas_at < panel.final_deltas_at
+
+    def structure(m):
+        inits = {i.name: tuple(i.dims) for i in m.proto.graph.initializer}
+        return [(n.op_type, inits.get(n.input[1]) if n.op_type == "Conv" else None) for n in m.proto.graph.node]
+
+    assert structure(first.model) == structure(rec.model)  # same ops and weight shapes
+    assert first.model.fingerprint != rec.model.fingerprint  # the weights were refit
+    # Built before: straight from the session, no first look.
+    seen.clear()
+    panel.enable("prune-channels", ratio=0.4, samples=64)
+    assert panel.build() is rec and [r.preview for r, *_ in seen] == []
+    panel.disable("prune-channels")
+
+
+def test_no_first_look_for_a_cached_build(tmp_path):
+    from workbench.core.build import is_cached, optimize
+    from workbench.core.cache import BuildCache
+
+    cache = BuildCache(tmp_path)
+    recipe = "prune-channels:ratio=0.2:samples=32"
+    assert not is_cached("sample:resnet-fashion", recipe, cache=cache)
+    optimize("sample:resnet-fashion", recipe, cache=cache)
+    assert is_cached("sample:resnet-fashion", recipe, cache=cache)
+    assert not is_cached("sample:resnet-fashion", recipe, cache=BuildCache(tmp_path, enabled=False))
+    s = Session("sample:resnet-fashion", cache=cache, quick_samples=100, latency_budget_s=0.2)
+    looks = []
+    s.build(recipe, on_latency=looks.append)
+    assert [r.preview for r in looks] == [None]
+
+
 def test_errors_show_in_the_panel_not_as_exceptions(panel):
     panel.enable("fuse")
     panel.w_passes["fuse"][1]["ort_fusions"].value = True

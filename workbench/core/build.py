@@ -76,6 +76,20 @@ def _calibration_for(model: Model, recipe: Recipe, calib: str | Dataset | None,
                     "give --calib DATA (a .npz, an image folder or sample:NAME:calib)")
 
 
+def is_cached(model: ModelSource, recipe: Recipe | str, *, device: str = "cpu",
+              calibration: str | Dataset | None = None, cache: BuildCache | None = None) -> bool:
+    """Whether ``optimize`` with these arguments would come from the cache."""
+    src = load_model(model)
+    recipe = Recipe.parse(recipe) if isinstance(recipe, str) else recipe
+    passes = recipe.instantiate()
+    calib = _calibration_for(src, recipe, calibration, any(p.needs_calibration for p in passes),
+                             any(p.uses_calibration for p in passes))
+    cache = cache if cache is not None else BuildCache()
+    key = cache_key(src.fingerprint, recipe.resolved().to_dict(), device,
+                    None if calib is None else calib.content_hash())
+    return cache.contains(key)
+
+
 def optimize(
     model: ModelSource,
     recipe: Recipe | str,

@@ -74,6 +74,10 @@ class BuildCache:
     def _dir(self, key: str) -> Path:
         return self.root / key[:2] / key
 
+    def contains(self, key: str) -> bool:
+        """A cheap look (no checksum): whether an entry for ``key`` exists."""
+        return self.enabled and (self._dir(key) / MANIFEST_FILE).is_file()
+
     def get(self, key: str) -> CacheEntry | None:
         if not self.enabled:
             return None

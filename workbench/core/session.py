@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from .build import BuildResult, optimize
+from .build import BuildResult, is_cached, optimize
 from .cache import BuildCache
 from .evaluation.data import Dataset, load_dataset
 from .evaluation.latency import LatencyResult, time_callable
@@ -78,6 +78,7 @@ class BuildRecord:
     peak_memory_bytes: int | None = None
     measured_at: float = field(default_factory=time.time)
     error: str | None = None
+    preview: str | None = None  # set on a first look: what it is, while the real build runs
 
     @property
     def size_bytes(self) -> int:
@@ -168,7 +169,11 @@ class Session:
         """Build ``recipe`` for ``device``, then measure it against the baseline.
 
         ``on_latency`` is called as soon as latency is measured, before the accuracy on the quick
-        subset (a panel shows the first deltas there).
+        subset (a panel shows the first deltas there). When the build is not cached and a pass has
+        a faster way to the same graph structure (``Pass.preview``: channels cut before their
+        reconstruction), that preview is built and its latency and size go to ``on_latency``
+        first, as a record with ``preview`` set that stays out of the history; the real build's
+        own measurements follow and replace it.
         """
         device = device or self.device
         recipe = Recipe.parse(recipe) if isinstance(recipe, str) else recipe
@@ -178,6 +183,8 @@ class Session:
         seen = self._by_config.get(config)
         if seen is not None and seen.latency is not None:
             return seen  # built and measured before in this session: its results come straight back
+        if measure and on_latency is not None:
+            self._preview(recipe, device, progress, on_latency)
         result = optimize(self.source, recipe, device=device, cache=self.cache, progress=progress)
         rec = self._record(result.model, result.recipe, result, device)
         self._by_config[config] = rec
@@ -186,6 +193,21 @@ class Session:
             if refine:
                 self.refine_async(rec, on_refined)
         return rec
+
+    def _preview(self, recipe: Recipe, device: str, progress: Progress | None,
+                 on_latency: Callable[[BuildRecord], None]) -> None:
+        quick = recipe.preview()
+        if quick is None or is_cached(self.source, recipe, device=device, cache=self.cache):
+            return
+        result = optimize(self.source, quick, device=device, cache=BuildCache(enabled=False),
+                          progress=progress)
+        rec = BuildRecord(-1, recipe.label(), recipe, device, result.model, result,
+                          preview=f"first look: the same graph built as {quick.label()} "
+                                  "(structure only); the real build's measurements follow")
+        if self.baseline.latency is None:
+            self.measure(self.baseline, progress=progress)
+        self._measure_latency(rec, progress)
+        on_latency(rec)
 
     def measure(self, rec: BuildRecord, *, progress: Progress | None = None,
                 on_latency: Callable[[BuildRecord], None] | None = None) -> BuildRecord:

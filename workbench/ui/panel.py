@@ -71,7 +71,8 @@ class Workbench:
         self.current: BuildRecord | None = None
         self.netron = NetronServer()
         self._building = False
-        self.first_deltas_at: float | None = None  # perf_counter() when the last first deltas showed
+        self.first_deltas_at: float | None = None  # perf_counter(): the last build's first deltas
+        self.final_deltas_at: float | None = None  # ... and its own latency (after any first look)
         self.heat: dict[str, float] | None = None  # per-node sensitivity shown on the graph
         self._build_ui(model, auto_build, refine)
         self.load(model, measure=measure_baseline)
@@ -275,6 +276,7 @@ class Workbench:
         recipe = self.recipe
         recipe.instantiate()  # option errors before any work
         self._building = True  # option changes made while building do not start another build
+        self.first_deltas_at = self.final_deltas_at = None
         try:
             rec = self.session.build(recipe, device=self.device, progress=self._progress, measure=True,
                                      on_latency=self._first_deltas)
@@ -293,8 +295,14 @@ class Workbench:
         """Latency, size and memory deltas as soon as they are measured; accuracy follows."""
         self.current = rec
         self._render()
-        self._stage("measuring accuracy on the quick subset")
-        self.first_deltas_at = time.perf_counter()
+        now = time.perf_counter()
+        self.first_deltas_at = self.first_deltas_at or now
+        if rec.preview:
+            self._stage("first look at the pruned structure's latency and size; building the real "
+                        "model (reconstruction), its own measurements follow")
+        else:
+            self.final_deltas_at = now
+            self._stage("measuring accuracy on the quick subset")
 
     def wait(self) -> None:
         """Block until background accuracy refinement is done."""
@@ -368,7 +376,7 @@ class Workbench:
                 self._replace(self.fig_deltas, delta_bars(d))
         series = {"baseline": (rec.baseline_latency if rec else s.baseline.latency)}
         if rec is not None:
-            series[f"#{rec.index}"] = rec.latency
+            series["first look" if rec.preview else f"#{rec.index}"] = rec.latency
         self._replace(self.fig_latency, latency_distribution(
             {k: v.samples_ms for k, v in series.items() if v is not None}))
         self._replace(self.fig_pareto, pareto(s.rows(), current=rec.index if rec else None))
@@ -391,6 +399,8 @@ class Workbench:
         a = rec.accuracy
         which = (("full labeled set" if a.full else f"subset of {a.samples}") if a else
                  "quick subset: being measured" if not rec.error else "n/a")
+        if rec.preview:
+            which = "being measured on the real build"
         ci = f" (95% CI {a.top1_ci[0]:.4f}-{a.top1_ci[1]:.4f})" if a and a.top1_ci else ""
         cells = []
         for key, v in d.items():
@@ -407,7 +417,10 @@ class Workbench:
             cells.append(f"<tr><td>{key}</td><td>{cur}</td><td class='wb-delta' data-metric='{key}' "
                          f"style='color:{color};font-weight:bold'>{change}</td></tr>")
         err = f"<div style='color:{BAD}'>{html.escape(rec.error)}</div>" if rec.error else ""
-        return (f"<div class='wb-results'><b>#{rec.index} {html.escape(rec.label)}</b> on {rec.device}; "
+        head = (f"<div class='wb-preview' style='color:#8d6e63'>{html.escape(rec.preview)}</div>"
+                if rec.preview else "")
+        return (f"<div class='wb-results'>{head}<b>{'#' + str(rec.index) if not rec.preview else 'first look:'} "
+                f"{html.escape(rec.label)}</b> on {rec.device}; "
                 f"accuracy on the {which}{ci}; latency interleaved with the baseline in the same run."
                 f"<table><tr><th>metric</th><th>now</th><th>vs baseline</th></tr>{''.join(cells)}</table>{err}</div>")
 

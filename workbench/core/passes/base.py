@@ -158,6 +158,11 @@ class Pass(ABC):
     def validate(self) -> None:  # noqa: B027  (optional hook, not abstract)
         """Cross-option checks; raise UsageError."""
 
+    def preview(self) -> dict[str, Any] | None:
+        """Option changes that give a graph of the same structure (ops and shapes) much faster,
+        for a first look at latency and size while the real build runs; None: no faster way."""
+        return None
+
     def new_report(self, resolved: dict[str, Any] | None = None) -> PassReport:
         return PassReport(self.name, dict(resolved or self.opts))
 

@@ -456,6 +456,10 @@ class ChannelPrunePass(Pass):
         if o["ridge"] < 0:
             raise UsageError(f"prune-channels: ridge must be >= 0, got {o['ridge']}")
 
+    def preview(self) -> dict[str, Any] | None:
+        # Reconstruction changes weight values (and may add a bias), never which channels go.
+        return None if self.opts["reconstruct"] is False else {"reconstruct": False}
+
     def call(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         o = self.opts
         reconstruct = o["reconstruct"] if o["reconstruct"] is not None else ctx.calibration is not None

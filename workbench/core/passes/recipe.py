@@ -77,6 +77,16 @@ class Recipe:
         """The same recipe with every option spelled out (defaults included), typed."""
         return Recipe(tuple(PassSpec(s.name, dict(p.opts)) for s, p in zip(self.passes, self.instantiate())))
 
+    def preview(self) -> Recipe | None:
+        """The recipe with each pass's ``preview`` options: same graph structure, built faster
+        (e.g. channels cut without the reconstruction); None when no pass has a faster way."""
+        changed, specs = False, []
+        for s, p in zip(self.passes, self.instantiate()):
+            quick = p.preview()
+            changed |= bool(quick)
+            specs.append(PassSpec(s.name, {**s.options, **(quick or {})}))
+        return Recipe(tuple(specs)) if changed else None
+
     def to_dict(self) -> dict[str, Any]:
         return {"version": RECIPE_VERSION, "passes": [s.to_dict() for s in self.passes]}
 
