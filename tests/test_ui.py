@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from html import escape as html_escape
 
 import pytest
 
@@ -117,6 +118,29 @@ def test_no_first_look_for_a_cached_build(tmp_path):
     assert [r.preview for r in looks] == [None]
 
 
+def test_search_tab_shows_a_search_and_builds_its_best(panel):
+    from workbench.core.passes.recipe import Recipe
+    from workbench.core.search import SearchSpace
+
+    with pytest.raises(Exception, match="run a search first"):
+        panel.use_search_best()
+    tab = panel.search_tab
+    assert tab.options() == {"budget_points": 0.5, "objective": "latency", "trials": 12, "seed": 0, "workers": 2}
+    small = SearchSpace(precisions=("fp32", "int8"), calibrations=("minmax",), prune_ratios=(0.0,), fuse=True)
+    res = panel.search(budget_points=0.5, objective="size", trials=3, seed=1, workers=0, space=small,
+                       max_exclude=0, screen_samples=200, final_samples=300, finalists=1, round_size=3)
+    best = res.best_trial
+    assert best is not None and best.recipe.startswith("int8")  # 4x smaller within budget
+    assert "wb-search-table" in tab.w_table.value and html_escape(best.recipe) in tab.w_table.value
+    assert {t.name for t in tab.fig.data} >= {"trials", "Pareto frontier", "best"}
+    assert not tab.w_use.disabled and tab.w_stage.value == "done"
+    rows = len(panel.rows())
+    rec = panel.use_search_best()
+    assert rec.recipe.label() == Recipe.parse(best.recipe).resolved().label()
+    assert len(panel.rows()) == rows + 1 and [s.name for s in panel.recipe.passes] == ["int8"]
+    panel.disable("int8")
+
+
 def test_errors_show_in_the_panel_not_as_exceptions(panel):
     panel.enable("fuse")
     panel.w_passes["fuse"][1]["ort_fusions"].value = True
@@ -140,13 +164,13 @@ def test_unavailable_devices_are_greyed_with_a_reason(panel):
 
 def test_history_export_and_build_export(panel, tmp_path):
     panel.enable("fold")
-    panel.build()
+    rec = panel.build()
     panel.disable("fold")
     csv_path = panel.export_history(str(tmp_path / "h.csv"), "csv")
     lines = csv_path.read_text().splitlines()
     assert lines[0].startswith("index,label") and len(lines) == len(panel.rows()) + 1
     j = json.loads(panel.session.export_history(fmt="json"))
-    assert j[-1]["label"].startswith("fold")
+    assert j[rec.index]["label"].startswith("fold") and j[rec.index]["index"] == rec.index
     model = panel.export(str(tmp_path / "out"))
     manifest = json.loads((model.parent / "manifest.json").read_text())
     assert manifest["recipe"]["passes"][0]["pass"] == "fold"

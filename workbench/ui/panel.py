@@ -28,6 +28,7 @@ from ..errors import WorkbenchError
 from .figures import BAD, GOOD, delta_bars, latency_distribution, pareto
 from .graph import graph_figure
 from .netron_view import NetronServer
+from .search_tab import SearchTab
 
 __all__ = ["Workbench"]
 
@@ -74,6 +75,8 @@ class Workbench:
         self.first_deltas_at: float | None = None  # perf_counter(): the last build's first deltas
         self.final_deltas_at: float | None = None  # ... and its own latency (after any first look)
         self.heat: dict[str, float] | None = None  # per-node sensitivity shown on the graph
+        self.model_ref = model  # what search workers load (a sample name or a path)
+        self.search_result: Any = None  # the last SearchResult
         self._build_ui(model, auto_build, refine)
         self.load(model, measure=measure_baseline)
 
@@ -145,6 +148,7 @@ class Workbench:
         self.w_netron_btn = W.Button(description="Show in Netron")
         self.w_netron_btn.on_click(lambda _: self._guard(self.show_netron))
 
+        self.search_tab = SearchTab(self.search, self.use_search_best, self.show_sensitivity, self._guard)
         graph_tabs = W.Tab([W.VBox([self.fig_graph]), W.VBox([self.w_netron_btn, self.w_netron])])
         graph_tabs.set_title(0, "Graph (workbench)")
         graph_tabs.set_title(1, "Netron")
@@ -160,6 +164,7 @@ class Workbench:
             W.HTML("<b>History</b>"), self.w_history, W.HBox([self.w_hist_path, self.w_hist_csv, self.w_hist_json]),
             W.HBox([self.w_export_dir, self.w_export]), self.w_export_msg,
             graph_tabs,
+            W.HTML("<b>Sensitivity and search</b>"), self.search_tab.widget,
         ])
 
     def _ipython_display_(self) -> None:
@@ -191,6 +196,7 @@ class Workbench:
     def load(self, model: str, measure: bool = True) -> None:
         """Load a model (sample name or path) and measure its baseline."""
         m = load_model(model)
+        self.model_ref = model
         s = summarize(m)
         note = "<br><b style='color:#c62828'>random weights: latency only, accuracy means nothing</b>" \
             if s.latency_only else ""
@@ -338,6 +344,35 @@ class Workbench:
         self.heat = r.heat()
         self._render()
         return r
+
+    def search(self, **options: Any) -> Any:
+        """Search for the best build within an accuracy budget on the selected device
+        (``core.search.search``'s options: budget_points, objective, trials, seed, workers, ...);
+        the Search tab shows the trials, the Pareto frontier and the best build."""
+        from ..core.search import search  # noqa: PLC0415
+
+        assert self.session is not None
+        res = search(self.model_ref, device=self.device, cache_dir=str(self.session.cache.root),
+                     progress=self.search_tab.progress, **options)
+        self.search_result = res
+        self.search_tab.show(res)
+        return res
+
+    def use_search_best(self) -> BuildRecord:
+        """Set the toggles to the last search's best recipe and build it."""
+        best = self.search_result.best_trial if self.search_result is not None else None
+        if best is None:
+            raise WorkbenchError("no search result with a build within its budget", "run a search first")
+        recipe = Recipe.parse(best.recipe)
+        self._building = True  # no auto-build of the intermediate toggle states
+        try:
+            for name in self.w_passes:
+                self.disable(name)
+            for spec, p in zip(recipe.passes, recipe.instantiate()):
+                self.enable(spec.name, **{k: p.opts[k] for k in spec.options})  # typed values
+        finally:
+            self._building = False
+        return self.build()
 
     def exclude_node(self, name: str) -> BuildRecord:
         """Keep ``name`` in float: add it to the recipe's int8/fp16 exclusion list and rebuild."""

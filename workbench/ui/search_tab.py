@@ -1,0 +1,145 @@
+"""The panel's "Sensitivity" and "Search" tabs: thin widgets over ``core.sensitivity`` and
+``core.search``. The panel owns the session; these tabs read its model, device and cache.
+
+Every control has a method twin (``Workbench.search``, ``Workbench.use_search_best``,
+``Workbench.show_sensitivity``), so tests and notebooks drive the same code as the buttons.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from .figures import BAD, GOOD
+
+if TYPE_CHECKING:  # the panel imports this module; no cycle at run time
+    from ..core.search import SearchResult
+
+__all__ = ["SearchTab", "search_figure", "search_table_html"]
+
+
+def search_figure(res: SearchResult) -> go.Figure:
+    """Every trial as accuracy drop against cost, the Pareto frontier joined, the best starred."""
+    ok = [t for t in res.trials if t.error is None and t.cost is not None and t.duplicate_of is None]
+    front = [t for t in ok if t.number in res.pareto]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(
+        x=[t.drop_points for t in ok], y=[t.cost for t in ok], mode="markers", name="trials",
+        marker={"color": [GOOD if t.feasible else BAD for t in ok], "size": 9},
+        text=[f"#{t.number} {t.recipe}" for t in ok], hoverinfo="text+x+y"))
+    fig.add_trace(go.Scatter(x=[t.drop_points for t in front], y=[t.cost for t in front],
+                             mode="lines", name="Pareto frontier", line={"dash": "dot", "color": "#616161"}))
+    best = res.best_trial
+    if best is not None:
+        fig.add_trace(go.Scatter(x=[best.drop_points], y=[best.cost], mode="markers", name="best",
+                                 marker={"symbol": "star", "size": 18, "color": "#ffb300"},
+                                 text=[best.recipe], hoverinfo="text"))
+    fig.add_vline(x=res.budget_points, line_dash="dash", line_color=BAD)
+    fig.update_layout(title=f"Search: top-1 drop (points, screening subset) vs {res.objective} cost "
+                            "(ratio to the baseline, lower is better)",
+                      xaxis_title="top-1 drop, points", yaxis_title=f"{res.objective} / baseline",
+                      height=360, margin={"t": 50, "l": 50, "r": 10, "b": 40})
+    return fig
+
+
+def search_table_html(res: SearchResult) -> str:
+    def f(v: Any, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    rows = []
+    for t in res.trials:
+        style = "background:#fff3e0" if t.number == res.best else ""
+        final = t.final or {}
+        status = (t.error or "")[:80] or ("same as #" + str(t.duplicate_of) if t.duplicate_of is not None else
+                                          "within budget" if t.feasible else "over budget")
+        rows.append(
+            f"<tr style='{style}'><td>{t.number}</td><td title='{html.escape(t.recipe, quote=True)}'>"
+            f"{html.escape(t.recipe[:70])}</td><td>{f(t.drop_points, '+.2f')}</td>"
+            f"<td>{f(final.get('drop_points'), '+.2f')}</td><td>{f(t.cost, '.3f')}</td>"
+            f"<td>{'*' if t.number in res.pareto else ''}</td><td>{html.escape(status)}</td></tr>")
+    best = res.best_trial
+    head = (f"<b>best within {res.budget_points:g} points:</b> <code>{html.escape(best.recipe)}</code> "
+            f"({res.objective} x{best.cost:.3f} of the baseline; top-1 drop "
+            f"{best.final['drop_points']:+.2f} points on {best.final['samples']:,} images)"
+            if best is not None and best.final else "<b>no build stayed within the budget</b>")
+    return (f"<div class='wb-search'>{head}; {len(res.trials)} trials in {res.wall_s:.0f} s. "
+            "Drops are points lost against the baseline (positive = worse).<table class='wb-search-table'>"
+            "<tr><th>#</th><th>recipe</th><th>drop (subset)</th><th>drop (full set)</th><th>cost</th>"
+            f"<th>Pareto</th><th>status</th></tr>{''.join(rows)}</table></div>")
+
+
+class SearchTab:
+    """Controls and results of a search, plus the sensitivity heat toggle."""
+
+    def __init__(self, run_search: Callable[..., Any], use_best: Callable[[], Any],
+                 show_sensitivity: Callable[[], Any], guard: Callable[[Callable[[], Any]], Any]) -> None:
+        style = {"description_width": "initial"}
+        self.w_budget = W.FloatText(value=0.5, description="budget (top-1 points)", style=style,
+                                    layout=W.Layout(width="200px"))
+        self.w_objective = W.Dropdown(options=["latency", "throughput", "size"], value="latency",
+                                      description="objective", style=style, layout=W.Layout(width="200px"))
+        self.w_trials = W.IntText(value=12, description="trials", style=style, layout=W.Layout(width="130px"))
+        self.w_seed = W.IntText(value=0, description="seed", style=style, layout=W.Layout(width="120px"))
+        self.w_workers = W.IntText(value=2, description="workers", style=style, layout=W.Layout(width="130px"))
+        self.w_run = W.Button(description="Run search", button_style="primary", icon="search")
+        self.w_use = W.Button(description="Use the best build", disabled=True, icon="check")
+        self.w_progress = W.IntProgress(value=0, min=0, max=1, layout=W.Layout(width="300px"))
+        self.w_stage = W.HTML("")
+        self.w_table = W.HTML("")
+        self.fig = go.FigureWidget(layout={"height": 360, "title": "Search: no run yet"})
+        self.w_heat = W.Button(description="Show int8 sensitivity on the graph", icon="fire")
+        self.w_heat_msg = W.HTML(
+            "Leave-one-out ranking of the current recipe's int8/fp16 layers, drawn as heat on the "
+            "graph view; with the heat shown, clicking a node keeps it in float and rebuilds.")
+        self.w_run.on_click(lambda _: self._in_background(guard, run_search))
+        self.w_use.on_click(lambda _: guard(use_best))
+        self.w_heat.on_click(lambda _: guard(show_sensitivity))
+        search_box = W.VBox([
+            W.HTML("Optuna explores int8 calibration and exclusions, channel-pruning ratios, fp16 (GPUs) "
+                   "and fusion; each trial is built through the cache, screened on a subset, its latency "
+                   "measured interleaved with the baseline; finalists are re-scored on the full set."),
+            W.HBox([self.w_budget, self.w_objective, self.w_trials, self.w_seed, self.w_workers]),
+            W.HBox([self.w_run, self.w_use, self.w_progress, self.w_stage]), self.w_table, self.fig])
+        self.widget = W.Tab([W.VBox([self.w_heat, self.w_heat_msg]), search_box])
+        self.widget.set_title(0, "Sensitivity")
+        self.widget.set_title(1, "Search")
+        self.thread: threading.Thread | None = None
+
+    def options(self) -> dict[str, Any]:
+        return {"budget_points": self.w_budget.value, "objective": self.w_objective.value,
+                "trials": self.w_trials.value, "seed": self.w_seed.value, "workers": self.w_workers.value}
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        self.w_progress.max, self.w_progress.value = max(total, 1), min(done, max(total, 1))
+        self.w_stage.value = f"{html.escape(stage)} {done}/{total}"
+
+    def show(self, res: SearchResult) -> None:
+        self.w_table.value = search_table_html(res)
+        fig = search_figure(res)
+        with self.fig.batch_update():
+            self.fig.data = []
+            self.fig.add_traces(list(fig.data))
+            self.fig.layout = fig.layout
+        self.w_use.disabled = res.best is None
+        self.w_stage.value = "done"
+
+    def _in_background(self, guard: Callable[[Callable[[], Any]], Any], fn: Callable[..., Any]) -> None:
+        """Searches take minutes: run off the kernel's main thread so the panel stays live."""
+        if self.thread is not None and self.thread.is_alive():
+            self.w_stage.value = "a search is already running"
+            return
+        self.w_run.disabled = True
+
+        def work() -> None:
+            try:
+                guard(lambda: fn(**self.options()))
+            finally:
+                self.w_run.disabled = False
+
+        self.thread = threading.Thread(target=work, daemon=True, name="workbench-search")
+        self.thread.start()
