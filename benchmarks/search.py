@@ -5,7 +5,7 @@ search find a build at least as fast as the best hand-made recipe, in under 10 m
 2. Afterwards, FP32, the search's best and the hand-made recipe are measured together, interleaved
    (shuffled rounds, batch 1 and 8), and scored on all 10,000 test images.
 
-Writes results/search.json and results/search.md. Run with ``nice``; the load average is recorded.
+Writes results/search.json and results/search.md. The load average is recorded.
 """
 
 from __future__ import annotations
@@ -100,10 +100,10 @@ def report(res, wall, compare, before, after, args) -> str:  # noqa: ANN001
     lines = [
         "# Search: the best build within a 0.5-point top-1 budget", "",
         f"`python benchmarks/search.py --trials {args.trials} --seed {args.seed} --workers {args.workers}` "
-        f"(under `nice -n 10`), fresh build cache.", "",
+        "with a fresh build cache.", "",
         f"Machine: {machine_line()}", "",
-        f"Load (`uptime`) before the search: `{before}`; after it: `{after}`. The machine was shared with "
-        "other engineers' jobs during the run, so wall times are pessimistic.", "",
+        f"Load (`uptime`) before the search: `{before}`; after it: `{after}` (wall times grow with "
+        "the load: the machine has 2 cores).", "",
         f"**Search wall time: {wall:.0f} s** for {len(res.trials)} trials "
         f"({res.conditions['executor']['executor']} executor, {res.conditions['executor']['workers']} "
         f"workers, rounds of {res.conditions['round_size']}); screening on the first "
@@ -111,10 +111,13 @@ def report(res, wall, compare, before, after, args) -> str:  # noqa: ANN001
         "ratio to FP32 at batch 1, interleaved with the baseline, one build at a time.", "",
     ]
     lines += [f"- {n}" for n in res.notes]
-    lines += ["", "| # | recipe | screened drop (pt) | latency ratio | final drop (pt, 10,000) |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| # | recipe | screened drop (pt) | latency ratio | final drop (pt, 10,000) | "
+              "finalists side by side: latency ratio (range) |", "|---|---|---|---|---|---|"]
     for t in res.trials:
         fin = f"{t.final['drop_points']:+.2f}" if t.final and t.final.get("drop_points") is not None else ""
+        lat = (t.final or {}).get("latency")
+        fin += (f" | {lat['ratio']:.3f} ({lat['ratio_range'][0]:.3f}-{lat['ratio_range'][1]:.3f})"
+                if lat else " |")
         cost = f"{t.cost:.3f}" if t.cost is not None else (t.error or "")[:60]
         drop = f"{t.drop_points:+.2f}" if t.drop_points is not None else ""
         mark = " (Pareto)" if t.number in res.pareto else ""
@@ -128,7 +131,12 @@ def report(res, wall, compare, before, after, args) -> str:  # noqa: ANN001
         lines.append(f"| {label} | {c['top1']:.4f} | {c['drop_points']:+.2f} | {c['b1_p50_ms']:.3f} | "
                      f"{c['speedup_b1']:.2f}x | {c['b8_p50_ms']:.3f} | {c['speedup_b8']:.2f}x |")
     if s_name:
-        ok = compare[s_name]["speedup_b1"] >= compare["hand-made"]["speedup_b1"]
+        same = Recipe.parse(b.recipe).resolved().label() == Recipe.parse(HAND_MADE).resolved().label()
+        ok = same or compare[s_name]["speedup_b1"] >= compare["hand-made"]["speedup_b1"]
+        if same:
+            lines += ["", "The search's best is the hand-made recipe itself (asked first as an anchor; "
+                      "no other trial was faster within the budget on the full set), so the two rows "
+                      "are the same build measured twice: their difference is the measurement noise."]
         lines += ["", f"Done-when: search under 10 minutes: {'yes' if wall < 600 else 'NO'} ({wall:.0f} s); "
                   f"best build at least as fast as the hand-made recipe at batch 1: {'yes' if ok else 'NO'}; "
                   f"within 0.5 pt on 10,000 images: "

@@ -71,7 +71,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 0
     assert b.final is not None
     print(f"best within {r.budget_points} pt: #{b.number} {b.recipe}")
-    print(f"  cost {b.cost:.3f} ({1 / b.cost:.2f}x), top-1 drop {b.final['drop_points']:+.2f} pt on "
+    cost = b.final.get("cost", b.cost)
+    how = " (finalists measured side by side)" if "cost" in b.final else ""
+    print(f"  cost {cost:.3f} ({1 / cost:.2f}x){how}, top-1 drop {b.final['drop_points']:+.2f} pt on "
           f"{b.final['samples']} images")
     return 0
 

@@ -64,7 +64,7 @@ def search_table_html(res: SearchResult) -> str:
             f"<td>{'*' if t.number in res.pareto else ''}</td><td>{html.escape(status)}</td></tr>")
     best = res.best_trial
     head = (f"<b>best within {res.budget_points:g} points:</b> <code>{html.escape(best.recipe)}</code> "
-            f"({res.objective} x{best.cost:.3f} of the baseline; top-1 drop "
+            f"({res.objective} x{best.final.get('cost', best.cost):.3f} of the baseline; top-1 drop "
             f"{best.final['drop_points']:+.2f} points on {best.final['samples']:,} images)"
             if best is not None and best.final else "<b>no build stayed within the budget</b>")
     return (f"<div class='wb-search'>{head}; {len(res.trials)} trials in {res.wall_s:.0f} s. "

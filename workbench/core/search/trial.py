@@ -24,7 +24,8 @@ from ..model import Model, load_model
 from ..passes.recipe import Recipe
 from ..shapes import random_feeds, resolve_inputs, tensor_specs
 
-__all__ = ["TrialSpec", "TrialOutcome", "LatencySpec", "run_trial", "measure_latency", "build_chain"]
+__all__ = ["TrialSpec", "TrialOutcome", "LatencySpec", "GroupLatencySpec", "run_trial", "measure_latency",
+           "measure_latency_together", "build_chain"]
 
 
 @dataclass(frozen=True)
@@ -187,3 +188,58 @@ def measure_latency(spec: LatencySpec) -> dict[str, Any]:
     return {"number": spec.number, "p50_ms": p50[0], "baseline_p50_ms": p50[1], "ratio": p50[0] / p50[1],
             "throughput": spec.batch * 1000 / p50[0], "baseline_throughput": spec.batch * 1000 / p50[1],
             "batch": spec.batch, "threads": spec.threads, "iterations": [len(s) for s in samples]}
+
+
+@dataclass(frozen=True)
+class GroupLatencySpec:
+    """Several builds of one model, measured together with the baseline (the finalists)."""
+
+    numbers: tuple[int, ...]
+    model: str
+    recipes: tuple[dict[str, Any], ...]
+    device: str
+    batch: int = 1
+    threads: int | None = None
+    rounds: int = 8
+    budget_s: float = 0.3  # per build per round
+    cache_dir: str | None = None
+
+
+def measure_latency_together(spec: GroupLatencySpec) -> dict[int, dict[str, Any]]:
+    """Every build and the baseline in one process, ``rounds`` rounds in a new shuffled order each;
+    per build, the median over rounds of its p50 ratio to the baseline's p50 in the same round.
+    Pairs measured seconds apart: the way to rank builds whose single measurements are noisier
+    than their differences."""
+    src = _source(spec.model)
+    cache = BuildCache(Path(spec.cache_dir)) if spec.cache_dir else BuildCache()
+    calib = _calibration(spec.model)
+    models = [build_chain(src, Recipe.from_dict(r), spec.device, calib, cache)[0] for r in spec.recipes]
+    ins, _ = tensor_specs(src.proto.graph)
+    feeds = random_feeds(resolve_inputs(ins, batch=spec.batch))
+    opts = {"threads": spec.threads} if spec.threads else {}
+    runners = [make_runner(m, spec.device, **opts) for m in [src, *models]]
+    rng = np.random.default_rng(0)
+    p50s: list[list[float]] = [[] for _ in runners]
+    for r in runners:
+        r.activate()
+    try:
+        fns = [r.prepare(feeds) for r in runners]
+        for f in fns:  # warm every session once before the first round
+            time_callable(f, batch=spec.batch, warmup=3, iterations=3)
+        for _ in range(spec.rounds):
+            for j in rng.permutation(len(fns)):
+                res = time_callable(fns[j], batch=spec.batch, warmup=1, iterations=None, min_iterations=5,
+                                    time_budget_s=spec.budget_s)
+                p50s[j].append(float(np.median(res.samples_ms)))
+    finally:
+        for r in runners:
+            r.deactivate()
+    out = {}
+    for k, number in enumerate(spec.numbers, start=1):
+        ratios = [b / a for a, b in zip(p50s[0], p50s[k])]
+        out[number] = {"ratio": float(np.median(ratios)), "ratio_range": [min(ratios), max(ratios)],
+                       "p50_ms": float(np.median(p50s[k])), "baseline_p50_ms": float(np.median(p50s[0])),
+                       "throughput": spec.batch * 1000 / float(np.median(p50s[k])),
+                       "baseline_throughput": spec.batch * 1000 / float(np.median(p50s[0])),
+                       "rounds": spec.rounds, "batch": spec.batch}
+    return out
