@@ -538,6 +538,7 @@ def main() -> None:
     p.add_argument("--subjects", nargs="*", help="subject keys (default: all)")
     p.add_argument("--quick", action="store_true", help="tiny counts, to check the harness")
     p.add_argument("--no-polygraphy", action="store_true")
+    p.add_argument("--eval-samples", type=int, default=1000, help="labeled test images per row")
     p.add_argument("--render", action="store_true", help="only redraw peers.md and the plot from peers.json")
     a = p.parse_args()
     if a.render:
@@ -553,7 +554,7 @@ def main() -> None:
     for s in SUBJECTS:
         if a.subjects and s.key not in a.subjects:
             continue
-        plan = Plan(calib=64 if s.labeled else 16, eval_samples=1000 if s.labeled else 32)
+        plan = Plan(calib=64 if s.labeled else 16, eval_samples=a.eval_samples if s.labeled else 32)
         if s.key == "sample:resnet50":  # ~100 ms per image at 2 threads: fewer, shorter rounds
             plan = Plan(calib=8, eval_samples=8, rounds=2, budget_s=0.1, min_iterations=1)
         if a.quick:

@@ -116,6 +116,10 @@ def test_no_first_look_for_a_cached_build(tmp_path):
     looks = []
     s.build(recipe, on_latency=looks.append)
     assert [r.preview for r in looks] == [None]
+    # int8 after the pruning would calibrate in the preview too: no first look either
+    looks.clear()
+    s.build(recipe + ",int8:samples=16", on_latency=looks.append)
+    assert [r.preview for r in looks] == [None]
 
 
 def test_search_tab_shows_a_search_and_builds_its_best(panel):

@@ -197,7 +197,10 @@ class Session:
     def _preview(self, recipe: Recipe, device: str, progress: Progress | None,
                  on_latency: Callable[[BuildRecord], None]) -> None:
         quick = recipe.preview()
-        if quick is None or is_cached(self.source, recipe, device=device, cache=self.cache):
+        # With a calibrating pass after it (int8), the preview would calibrate too and arrive
+        # little before the real build, which it would then delay: no first look.
+        if quick is None or any(p.needs_calibration for p in quick.instantiate()) \
+                or is_cached(self.source, recipe, device=device, cache=self.cache):
             return
         result = optimize(self.source, quick, device=device, cache=BuildCache(enabled=False),
                           progress=progress)

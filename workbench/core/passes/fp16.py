@@ -180,7 +180,7 @@ class Fp16Pass(Pass):
         Option("overflow_threshold", float, FP16_MAX / 2,
                "|value| above which a tensor counts as overflowing (default: half of float16's "
                "65504, headroom for inputs beyond the data seen)"),
-        Option("samples", int, 64, "samples for the overflow check and the fidelity measurement"),
+        Option("samples", int, 32, "samples for the overflow check and the fidelity measurement"),
         Option("keep_io_types", bool, True, "keep float32 model inputs and outputs (Cast at the edges)"),
     )
 
