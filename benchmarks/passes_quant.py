@@ -100,6 +100,18 @@ def measure(protos: dict[str, onnx.ModelProto], batches: list[int], threads: int
     return res
 
 
+def ort_optimized_ops(proto: onnx.ModelProto) -> dict[str, int]:
+    """Op histogram of the graph ONNX Runtime's CPU engine runs (after ``ORT_ENABLE_ALL``)."""
+    from collections import Counter
+
+    with tempfile.TemporaryDirectory() as d:
+        path = str(Path(d) / "opt.onnx")
+        r = OrtCpuRunner(load_model(proto, check=False), OrtCpuOptions(threads=1, optimized_model_path=path))
+        r.activate()
+        r.deactivate()
+        return dict(sorted(Counter(n.op_type for n in onnx.load(path).graph.node).items()))
+
+
 def part_resnet50(rounds: int, budget: float, calib_n: int) -> dict:
     from onnxruntime.quantization import QuantType
     model = load_model("sample:resnet50")
@@ -129,7 +141,9 @@ def part_resnet50(rounds: int, budget: float, calib_n: int) -> dict:
     hand = "quantize_static hand-tuned (QDQ U8S8 per-channel + pre_process)"
     ab = measure({hand: protos[hand], "int8 (auto)": protos["int8 (auto)"]}, [1], 2, 4 * rounds,
                  max(0.25, budget / 4), hand)
-    return {"builds_s": builds, "calibration_samples": calib_n, "latency": lat, "ab_auto_vs_hand": ab}
+    ops = {name: ort_optimized_ops(protos[name]) for name in (hand, "int8 (auto)")}
+    return {"builds_s": builds, "calibration_samples": calib_n, "latency": lat, "ab_auto_vs_hand": ab,
+            "ort_optimized_ops": ops, "rounds": rounds, "budget_s": budget}
 
 
 FULL_SET = ("fp32", "int8 minmax", "int8 entropy", "int8 percentile")  # the rows claims rest on
@@ -189,6 +203,7 @@ def report(r50: dict, fm: dict, a) -> str:
         f"Machine: {machine_line()}.",
         "",
         f"Method: every configuration of a table lives in one process; each of {a.rounds} rounds "
+        f"({r50.get('rounds', a.rounds)} of {r50.get('budget_s', a.budget):g} s for ResNet-50) "
         f"measures every configuration once, in a new shuffled order (1 warm-up run, then runs until "
         f"{a.budget:g} s and at least 5). p50 = median of the round p50s (spread: lowest-highest "
         "round p50). Speedup = median over rounds of (FP32 p50 / p50) in the same round, with its "
@@ -212,14 +227,16 @@ def report(r50: dict, fm: dict, a) -> str:
                      f"{r50['builds_s'].get(name, 0):.1f} |")
     ab = r50["ab_auto_vs_hand"]["int8 (auto)/b1"]
     n_ab = len(ab["round_p50s_ms"])
+    hand = "quantize_static hand-tuned (QDQ U8S8 per-channel + pre_process)"
+    ops = r50.get("ort_optimized_ops", {})
+    same = bool(ops) and ops.get(hand) == ops.get("int8 (auto)")
+    hist = ", ".join(f"{n} {op}" for op, n in ops.get("int8 (auto)", {}).items() if not op.startswith("Dequant"))
     lines += ["", f"Paired A/B, `int8` (auto) against the hand-tuned `quantize_static` alone, {n_ab} "
-              f"alternating rounds: `int8` is {ab['speedup_vs_quantize_static hand-tuned (QDQ U8S8 per-channel + pre_process)']:.3f}x "
+              f"alternating rounds: `int8` is {ab['speedup_vs_' + hand]:.3f}x "
               f"the hand-tuned speed (per-round range {ab['speedup_round_range'][0]:.2f}-"
-              f"{ab['speedup_round_range'][1]:.2f}; above 1 = `int8` faster). After ONNX Runtime's graph "
-              "optimization both are the same graph (53 QLinearConv, 16 QLinearAdd, one QGemm): the "
-              "workbench reaches the best hand-tuned setting by itself, and the remaining gap to a "
-              "higher ratio is QLinearConv's kernel speed on this CPU (96% of the int8 model's time in "
-              "ONNX Runtime's profiler; its stem conv takes 1.64 ms in int8 and 1.65 ms in FP32).", ""]
+              f"{ab['speedup_round_range'][1]:.2f}; above 1 = `int8` faster). The graphs ONNX Runtime "
+              f"runs after its own optimization (read back from `optimized_model_filepath`) are "
+              + ("the same op for op" if same else "**not** the same") + f" (`int8` (auto): {hist}).", ""]
     fp32_acc = fm["accuracy"]["fp32"]
     lines += ["", f"### `sample:resnet-fashion` (trained; FP32 top-1 {fp32_acc['top1']:.4f} on the "
               f"{fp32_acc['samples']:,} test images)", "",
@@ -227,7 +244,8 @@ def report(r50: dict, fm: dict, a) -> str:
               "Top-1 on the first *images* test images of the row; the delta is against FP32 on "
               "the same images. The TensorRT-scheme "
               "model (symmetric S8S8, Q/DQ on weighted-op inputs) is run by ONNX Runtime on CPU here "
-              "for its accuracy only; `reduce_range=false` shows the saturation of U8S8 without VNNI.",
+              "for its accuracy only; `reduce_range=false` shows what full 8-bit weights cost (the u8 x s8 "
+              "products saturate in int16 on x86 CPUs without VNNI; VNNI and AMX accumulate in int32).",
               "",
               "| variant | images | top-1 | Δ vs FP32 (points) | p50 ms b1 | speedup b1 | p50 ms b8 | speedup b8 | build s |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -252,6 +270,8 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=2.0, help="seconds per configuration per round")
     p.add_argument("--samples", type=int, default=256, help="calibration samples (fashion)")
     p.add_argument("--calib-resnet50", type=int, default=32, help="random calibration inputs (resnet50)")
+    p.add_argument("--rounds-resnet50", type=int, default=None, help="rounds for part 1 (default: --rounds)")
+    p.add_argument("--budget-resnet50", type=float, default=None, help="seconds per round, part 1 (default: --budget)")
     p.add_argument("--limit", type=int, default=None, help="test images (default: all 10,000)")
     p.add_argument("--quick", action="store_true", help="2 rounds, short budgets, 2,000 test images")
     p.add_argument("--resnet50-only", action="store_true", help="only part 1 (no report written)")
@@ -262,7 +282,7 @@ def main() -> None:
         a.rounds, a.budget, a.limit, a.samples, a.calib_resnet50 = 2, 0.5, a.limit or 2000, 128, 8
     logging.disable(logging.WARNING)  # ONNX Runtime's quantizer warns through the root logger
     t0 = time.time()
-    r50 = part_resnet50(a.rounds, a.budget, a.calib_resnet50)
+    r50 = part_resnet50(a.rounds_resnet50 or a.rounds, a.budget_resnet50 or a.budget, a.calib_resnet50)
     if a.resnet50_only:
         write_json("passes_quant_resnet50", {"rounds": a.rounds, "budget_s": a.budget, "resnet50": r50})
         print(json.dumps({k: {kk: v[kk] for kk in ("p50_ms", "speedup_vs_fp32", "speedup_round_range")}

@@ -203,6 +203,7 @@ def _quality(rows: dict[str, dict], feeds: Feeds, labels: np.ndarray | None, thr
             continue
         try:
             r = _runner(row["proto"], row.get("level", "all"), threads)
+            row["runner"] = r  # kept for the latency step (one session per row, batch 1 and 8)
             acc = FidelityAccumulator(next(iter(refs[0])))
             xcheck = FidelityAccumulator(next(iter(refs[0])))
             correct, i = 0, 0
@@ -216,10 +217,11 @@ def _quality(rows: dict[str, dict], feeds: Feeds, labels: np.ndarray | None, thr
                     n = len(out[first])
                     correct += topk_correct(out[first], labels[i:i + n], 1)
                     i += n
-            r.deactivate()
         except Exception as e:
             row["error"] = f"run: {_one_line(e)}"
             row.pop("proto")
+            if row.get("runner") is not None:
+                row.pop("runner").deactivate()
             continue
         row["fidelity"] = acc.result().to_dict()
         row["fidelity_xcheck"] = xcheck.result().to_dict()
@@ -229,25 +231,26 @@ def _quality(rows: dict[str, dict], feeds: Feeds, labels: np.ndarray | None, thr
 
 def _latency(rows: dict[str, dict], s: Subject, model: Model, plan: Plan, threads: int,
              log: Callable[[str], None]) -> None:
-    runners, configs, batch_of = [], {}, {}
+    configs, batch_of = {}, {}
     for b in (1, 8):
         feeds = subject_feeds(s, model, b, seed=7)
         for name, row in rows.items():
             if "proto" not in row:
                 continue
             try:
-                r = _runner(row["proto"], row.get("level", "all"), threads)
+                r = row.get("runner") or _runner(row["proto"], row.get("level", "all"), threads)
+                row["runner"] = r
                 configs[f"{name}|b{b}"] = r.prepare(feeds)
             except Exception as e:
                 row["error"] = f"run b{b}: {_one_line(e)}"
                 continue
-            runners.append(r)
             batch_of[f"{name}|b{b}"] = b
     configs = {k: v for k, v in configs.items() if "error" not in rows[k.split("|")[0]]}
     res = interleaved(configs, rounds=plan.rounds, batch_of=batch_of, min_iterations=plan.min_iterations,
                       budget_s=plan.budget_s, log=log)
-    for r in runners:
-        r.deactivate()
+    for row in rows.values():
+        if row.get("runner") is not None:
+            row.pop("runner").deactivate()
     for key, c in res.items():
         name, b = key.split("|")
         ref = res[f"{BASE}|{b}"]["round_p50s_ms"]
@@ -266,13 +269,13 @@ def _polygraphy(rows: dict[str, dict], feeds: Feeds, threads: int) -> None:
 
     G_LOGGER.module_severity = G_LOGGER.ERROR
 
-    ref_bytes = rows[BASE]["proto"].SerializeToString()
+    ref_sess = SessionFromOnnx(rows[BASE]["proto"].SerializeToString(), providers=["CPUExecutionProvider"])()
     out_name = rows[BASE]["proto"].graph.output[0].name
     for name, row in rows.items():
         if "proto" not in row or "fidelity" not in row or name.startswith("ORT FP32"):
             continue
         try:
-            runners = [OnnxrtRunner(SessionFromOnnx(ref_bytes, providers=["CPUExecutionProvider"]), name="ref"),
+            runners = [OnnxrtRunner(ref_sess, name="ref"),  # one session, reused by every comparison
                        OnnxrtRunner(SessionFromOnnx(row["proto"].SerializeToString(),
                                                     providers=["CPUExecutionProvider"]), name="row")]
             results = Comparator.run(runners, data_loader=feeds[:XCHECK_BATCHES])
@@ -539,6 +542,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny counts, to check the harness")
     p.add_argument("--no-polygraphy", action="store_true")
     p.add_argument("--eval-samples", type=int, default=1000, help="labeled test images per row")
+    p.add_argument("--rounds", type=int, default=3, help="latency rounds per subject (ResNet-50: at most 2)")
+    p.add_argument("--calib-unlabeled", type=int, default=16, help="calibration inputs, third-party models")
     p.add_argument("--render", action="store_true", help="only redraw peers.md and the plot from peers.json")
     a = p.parse_args()
     if a.render:
@@ -554,9 +559,10 @@ def main() -> None:
     for s in SUBJECTS:
         if a.subjects and s.key not in a.subjects:
             continue
-        plan = Plan(calib=64 if s.labeled else 16, eval_samples=a.eval_samples if s.labeled else 32)
+        plan = Plan(calib=64 if s.labeled else a.calib_unlabeled, eval_samples=a.eval_samples if s.labeled else 32,
+                    rounds=a.rounds)
         if s.key == "sample:resnet50":  # ~100 ms per image at 2 threads: fewer, shorter rounds
-            plan = Plan(calib=8, eval_samples=8, rounds=2, budget_s=0.1, min_iterations=1)
+            plan = Plan(calib=8, eval_samples=8, rounds=min(2, a.rounds), budget_s=0.1, min_iterations=1)
         if a.quick:
             plan = Plan(calib=4, eval_samples=8, rounds=1, budget_s=0.05, min_iterations=1)
         try:
