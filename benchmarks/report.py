@@ -20,11 +20,25 @@ def main() -> None:
         "",
     ]
     parts += peers_summary()
+    parts += run_times()
     for name in SECTIONS:
         md = HERE / "results" / f"{name}.md"
         parts.append(md.read_text() if md.exists() else f"## {name}\n\n(not run: `python benchmarks/{name}.py`)\n")
     (HERE / "REPORT.md").write_text("\n".join(parts))
     print(f"wrote {HERE / 'REPORT.md'}")
+
+
+def run_times() -> list[str]:
+    """How long each step of the last ``./scripts/bench`` took (written by the script)."""
+    path = HERE / "results" / "bench_times.txt"
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    rows = [ln.rsplit(":", 1) for ln in lines[1:] if ":" in ln]
+    out = ["## How long the regeneration took", "", lines[0].lstrip("# ") + ".", "",
+           "| step | wall s |", "|---|---|"]
+    out += [f"| `{k.strip()}` | {v.strip()} |" for k, v in rows]
+    return out + [""]
 
 
 def peers_summary() -> list[str]:

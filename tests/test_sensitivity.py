@@ -105,7 +105,13 @@ def test_sensitivity_cli_json_and_errors(mlp, tmp_path, capsys):
 # Full 8-bit weights (reduce_range=false) on an x86 CPU without VNNI lose measurably: MLAS's AVX2
 # u8 x s8 kernels multiply-add pairs into saturating int16 (the int8 pass's docstring), a loss that
 # sits in a few layers, as real int8 losses usually do. With VNNI there is no saturation, hence no
-# loss to recover: the test then has nothing to measure and says so.
+# loss to recover: the test then has nothing to measure and says so. Measured on an AVX-512 VNNI/AMX
+# Xeon (first 3,000 test images): int8 with defaults, reduce_range=false, per_channel=false, S8S8,
+# 2 calibration images, and u8 weights per tensor all stayed within 0.1 pt of FP32; percentile
+# clipping at 99 lost 1.9 pt, spread out (excluding the first conv recovered none of it; on an AVX2
+# machine no layer's leave-one-out score reached 4.5% under percentile clipping), and a
+# function-preserving channel rescale lost 17 pt in a tensor two layers share (only excluding both
+# recovered it). None is the few-layer loss this test is about, so on VNNI it is skipped, by design.
 LOSSY = "int8:reduce_range=false"
 
 
