@@ -75,6 +75,7 @@ class Workbench:
         self.first_deltas_at: float | None = None  # perf_counter(): the last build's first deltas
         self.final_deltas_at: float | None = None  # ... and its own latency (after any first look)
         self.heat: dict[str, float] | None = None  # per-node sensitivity shown on the graph
+        self._graph_memo: dict[tuple[Any, ...], tuple[Any, Any, go.Figure]] = {}
         self.model_ref = model  # what search workers load (a sample name or a path)
         self.search_result: Any = None  # the last SearchResult
         self._build_ui(model, auto_build, refine)
@@ -416,18 +417,34 @@ class Workbench:
             {k: v.samples_ms for k, v in series.items() if v is not None}))
         self._replace(self.fig_pareto, pareto(s.rows(), current=rec.index if rec else None))
         self.w_history.value = self._history_html(s.rows(), rec.index if rec else None)
-        target = rec or s.baseline
-        self._replace(self.fig_graph, graph_figure(target.model, target.build.reports if target.build else [],
-                                                   s.baseline.model if rec else None, heat=self.heat))
+        self._replace(self.fig_graph, self._graph_of(rec or s.baseline, s.baseline.model if rec else None))
         for trace in self.fig_graph.data[1:]:  # nodes: a click keeps the node in float and rebuilds
             trace.on_click(self._node_clicked)
 
+    def _graph_of(self, target: BuildRecord, base: Any) -> go.Figure:
+        """The graph view of ``target`` (diffed against ``base``), laid out once per build and heat
+        map: a configuration toggled again comes back without laying its graph out again."""
+        heat = tuple(sorted(self.heat.items())) if self.heat else None
+        key = (id(target.model), id(base), heat)
+        hit = self._graph_memo.get(key)
+        if hit is not None and hit[0] is target.model and hit[1] is base:
+            return hit[2]
+        fig = graph_figure(target.model, target.build.reports if target.build else [], base, heat=self.heat)
+        self._graph_memo[key] = (target.model, base, fig)  # the models keep their ids valid
+        while len(self._graph_memo) > 8:
+            self._graph_memo.pop(next(iter(self._graph_memo)))
+        return fig
+
     @staticmethod
     def _replace(fw: go.FigureWidget, fig: go.Figure) -> None:
+        # Assigning a layout makes plotly validate it again, property by property (most of a
+        # re-render's time, measured): skip it when the new layout is the same as the shown one.
+        same_layout = fw.layout.to_plotly_json() == fig.layout.to_plotly_json()
         with fw.batch_update():
             fw.data = []
             fw.add_traces(list(fig.data))
-            fw.layout = fig.layout
+            if not same_layout:
+                fw.layout = fig.layout
 
     @staticmethod
     def _deltas_html(rec: BuildRecord, d: dict[str, dict[str, Any]]) -> str:
