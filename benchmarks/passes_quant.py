@@ -32,6 +32,7 @@ from workbench.core.passes import PassContext, Recipe
 from workbench.core.shapes import random_feeds, resolve_inputs, tensor_specs
 
 HERE = Path(__file__).resolve().parent
+HAND = "quantize_static hand-tuned (QDQ U8S8 per-channel + pre_process)"  # the best hand-tuned ORT setting
 
 
 class _Reader:
@@ -121,7 +122,7 @@ def part_resnet50(rounds: int, budget: float, calib_n: int) -> dict:
         "quantize_static defaults": lambda: ort_static_defaults(model.proto, calib, calib_n, False),
         "quantize_static defaults + pre_process": lambda: ort_static_defaults(model.proto, calib, calib_n, True),
         # The "QDQ U8S8 per-channel" column: the best hand-tuned setting on AVX2.
-        "quantize_static hand-tuned (QDQ U8S8 per-channel + pre_process)": lambda: ort_static_defaults(
+        HAND: lambda: ort_static_defaults(
             model.proto, calib, calib_n, True, activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8, per_channel=True),
         "int8 (auto)": lambda: apply(f"int8:samples={calib_n}", model.proto, calib)[0],
@@ -138,7 +139,7 @@ def part_resnet50(rounds: int, budget: float, calib_n: int) -> dict:
     lat = measure(protos, [1], 2, rounds, budget, "fp32")
     # The two have the same graph after ONNX Runtime's optimization (53 QLinearConv, 16 QLinearAdd,
     # ...): a paired A/B with many short alternations says whether they differ at all.
-    hand = "quantize_static hand-tuned (QDQ U8S8 per-channel + pre_process)"
+    hand = HAND
     ab = measure({hand: protos[hand], "int8 (auto)": protos["int8 (auto)"]}, [1], 2, 4 * rounds,
                  max(0.25, budget / 4), hand)
     ops = {name: ort_optimized_ops(protos[name]) for name in (hand, "int8 (auto)")}
@@ -227,7 +228,7 @@ def report(r50: dict, fm: dict, a) -> str:
                      f"{r50['builds_s'].get(name, 0):.1f} |")
     ab = r50["ab_auto_vs_hand"]["int8 (auto)/b1"]
     n_ab = len(ab["round_p50s_ms"])
-    hand = "quantize_static hand-tuned (QDQ U8S8 per-channel + pre_process)"
+    hand = HAND
     ops = r50.get("ort_optimized_ops", {})
     same = bool(ops) and ops.get(hand) == ops.get("int8 (auto)")
     hist = ", ".join(f"{n} {op}" for op, n in ops.get("int8 (auto)", {}).items() if not op.startswith("Dequant"))
