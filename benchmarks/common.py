@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -19,13 +20,21 @@ from workbench.core.machine import machine_info
 HERE = Path(__file__).resolve().parent
 
 
+# A config whose runs take this long is not warmed up again in later rounds: its session and
+# arena are warm from the first round, and a cold cache is a negligible part of such a run (the
+# warm-up of a 3-second ResNet-50 batch-8 run doubled its cost per round and changed nothing).
+REWARM_BELOW_MS = 50.0
+
+
 def interleaved(configs: dict[str, Callable[[], Any]], *, rounds: int, batch_of: dict[str, int],
                 min_iterations: int, budget_s: float, seed: int = 0,
                 log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
     """Measure every config in each round, in a fresh shuffled order each round.
 
-    Each (round, config) is one ``time_callable`` run (time budget, at least ``min_iterations``).
-    Returns, per config, the median of the per-round p50s, their spread, and pooled percentiles.
+    Each (round, config) is one ``time_callable`` run (time budget, at least ``min_iterations``)
+    after one warm-up run (from the second round on, only for configs faster than
+    ``REWARM_BELOW_MS``). Returns, per config, the median of the per-round p50s, their spread,
+    and pooled percentiles.
     """
     rng = random.Random(seed)
     per_round: dict[str, list[float]] = {k: [] for k in configs}
@@ -35,7 +44,8 @@ def interleaved(configs: dict[str, Callable[[], Any]], *, rounds: int, batch_of:
         rng.shuffle(order)
         t0 = time.time()
         for name in order:
-            res = time_callable(configs[name], batch=batch_of[name], warmup=1, iterations=None,
+            warm = 1 if not per_round[name] or per_round[name][-1] < REWARM_BELOW_MS else 0
+            res = time_callable(configs[name], batch=batch_of[name], warmup=warm, iterations=None,
                                 time_budget_s=budget_s, min_iterations=min_iterations)
             per_round[name].append(res.p50_ms)
             pooled[name].extend(res.samples_ms)
@@ -70,3 +80,51 @@ def machine_line() -> str:
             f"ISA: {', '.join(m['isa']) or 'none read'}; {m['os']}; Python {m['python']}; "
             + ", ".join(f"{k} {v}" for k, v in m["libraries"].items())
             + f"; load average when written (1, 5, 15 min): {load}")
+
+
+def top1(model: Any, data: Any, *, limit: int | None = None, batch: int = 500, threads: int | None = None,
+         label: str = "") -> tuple[float, int]:
+    """Top-1 and sample count of ``workbench.evaluate`` on labeled data, computed once per run of
+    scripts/bench for the same model bytes.
+
+    ``scripts/bench`` sets ``WB_BENCH_EVAL_CACHE`` to a file of its own run: a model that an
+    earlier step already scored with the same data, limit, batch and threads (FP32 on the 10,000
+    test images is scored by four steps) is read back instead of run again. Top-1 of the same
+    bytes on the same images is deterministic; latency is never cached. Without the variable
+    (a script run alone) every call evaluates.
+    """
+    from workbench import evaluate, load_dataset, load_model  # noqa: PLC0415
+
+    m = load_model(model, check=False)
+    ds = data if hasattr(data, "batches") else load_dataset(data, m)
+    path = os.environ.get("WB_BENCH_EVAL_CACHE")
+    key = None
+    if path:  # the model's content hash, the data file, and every argument that can change the result
+        ident = [m.fingerprint, ds.source, len(ds), limit, batch, threads]
+        key = hashlib.sha256(json.dumps(ident).encode()).hexdigest()
+        cache = _read_cache(path)
+        if key in cache:
+            hit = cache[key]
+            print(f"  top-1 of {label or 'this model'} read back from this run's evaluation cache", flush=True)
+            return hit["top1"], hit["samples"]
+    extra = {"threads": threads} if threads is not None else {}
+    e = evaluate(m, data=ds, limit=limit, batch=batch, **extra)
+    if key:
+        with open(path, "a") as f:  # one JSON line per result; a torn last line is skipped on read
+            f.write(json.dumps({"key": key, "top1": e.accuracy.top1, "samples": e.samples}) + "\n")
+    return e.accuracy.top1, e.samples
+
+
+def _read_cache(path: str) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        return out
+    for line in lines:
+        try:
+            rec = json.loads(line)
+            out[rec["key"]] = rec
+        except (ValueError, KeyError):
+            continue
+    return out

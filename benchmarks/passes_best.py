@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import interleaved, machine_line, write_json
-from workbench import evaluate, load_dataset, load_model
+from common import interleaved, machine_line, top1, write_json
+from workbench import load_dataset, load_model
 from workbench.core.build import optimize
 from workbench.core.cache import BuildCache
 from workbench.core.engines.ort_cpu import OrtCpuOptions, OrtCpuRunner
@@ -36,9 +36,7 @@ def run(rounds: int, budget: float, threads: int, candidates: list[str]) -> dict
         builds[c] = {"model": res.model, "build_s": time.perf_counter() - t0}
         print(f"built {c} in {builds[c]['build_s']:.1f} s")
     for name, b in builds.items():
-        e = evaluate(b["model"], data=test, batch=500, threads=threads)
-        b["top1"] = e.accuracy.top1
-        b["samples"] = e.samples
+        b["top1"], b["samples"] = top1(b["model"], test, label=name)
         print(f"{name}: top-1 {b['top1']:.4f}")
     ins, _ = tensor_specs(src.proto.graph)
     latency = {}

@@ -15,8 +15,8 @@ import json
 import time
 from pathlib import Path
 
-from common import interleaved, machine_line, write_json
-from workbench import evaluate, load_dataset, load_model, summarize
+from common import interleaved, machine_line, top1, write_json
+from workbench import load_dataset, load_model, summarize
 from workbench.core.engines.ort_cpu import OrtCpuOptions, OrtCpuRunner
 from workbench.core.passes import PassContext, get_pass
 from workbench.core.shapes import random_feeds, resolve_inputs, tensor_specs
@@ -68,11 +68,11 @@ def run_sample(ratios: list[float], limit: int | None, rounds: int, budget: floa
         proto, secs, report = build(model, recipe, calib)
         s = summarize(load_model(proto))
         t0 = time.perf_counter()
-        top1 = evaluate(load_model(proto), data=SAMPLE, batch=500, limit=limit).accuracy.top1
+        acc = top1(proto, SAMPLE, limit=limit, label=name)[0]
         rows[name] = {"recipe": list(recipe) if recipe else None, "build_s": round(secs, 2), "params": s.params, "flops": s.flops,
-                      "top1": top1, "eval_s": round(time.perf_counter() - t0, 1),
+                      "top1": acc, "eval_s": round(time.perf_counter() - t0, 1),
                       "report": {"metrics": report.metrics, "pruned": report.pruned} if report else None}
-        print(f"  {name}: top-1 {top1:.4f}, params {s.params}, build {secs:.1f} s")
+        print(f"  {name}: top-1 {acc:.4f}, params {s.params}, build {secs:.1f} s")
         if not name.endswith(" cut"):  # the cut and refit models have the same shapes
             protos[name] = proto
     lat = latency(protos, [1, 8], threads, rounds, budget)

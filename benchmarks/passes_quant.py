@@ -25,8 +25,8 @@ from pathlib import Path
 
 import onnx
 
-from common import interleaved, machine_line, write_json
-from workbench import evaluate, load_dataset, load_model, random_dataset
+from common import interleaved, machine_line, top1, write_json
+from workbench import load_dataset, load_model, random_dataset
 from workbench.core.engines.ort_cpu import OrtCpuOptions, OrtCpuRunner
 from workbench.core.passes import PassContext, Recipe
 from workbench.core.shapes import random_feeds, resolve_inputs, tensor_specs
@@ -181,14 +181,14 @@ def part_fashion(rounds: int, budget: float, limit: int | None, samples: int,
     for name, proto in protos.items():
         n = limit if name in FULL_SET or limit_other is None else min(limit_other, limit or 10**9)
         t0 = time.perf_counter()
-        r = evaluate(proto, data=test, limit=n, batch=500)
-        acc[name] = {"top1": r.accuracy.top1, "samples": r.samples, "seconds": round(time.perf_counter() - t0, 1)}
-        print(f"  {name}: top-1 {r.accuracy.top1:.4f} on {r.samples}", flush=True)
+        t1, n_done = top1(proto, test, limit=n, label=name)
+        acc[name] = {"top1": t1, "samples": n_done, "seconds": round(time.perf_counter() - t0, 1)}
+        print(f"  {name}: top-1 {t1:.4f} on {n_done}", flush=True)
         if name == "fp32":
-            fp32_at[r.samples] = r.accuracy.top1
-        elif r.samples not in fp32_at:
-            fp32_at[r.samples] = evaluate(model.proto, data=test, limit=r.samples, batch=500).accuracy.top1
-        acc[name]["fp32_top1_same_images"] = fp32_at[r.samples]
+            fp32_at[n_done] = t1
+        elif n_done not in fp32_at:
+            fp32_at[n_done] = top1(model.proto, test, limit=n_done, label="fp32")[0]
+        acc[name]["fp32_top1_same_images"] = fp32_at[n_done]
     lat_protos = {k: v for k, v in protos.items() if k not in ("int8 tensorrt scheme",
                                                                "int8 minmax reduce_range=false")}
     print(f"sample:resnet-fashion latency: {len(lat_protos) * 2} configurations, {rounds} rounds", flush=True)

@@ -209,7 +209,8 @@ def _quality(rows: dict[str, dict], feeds: Feeds, labels: np.ndarray | None, thr
     ref_r = _runner(rows[BASE]["proto"], "all", threads)
     refs = [ref_r.infer(f) for f in feeds]
     xfeeds = xcheck_feeds(feeds)
-    xrefs = [ref_r.infer(f) for f in xfeeds]
+    uncut = xfeeds[0] is feeds[0]  # the cross-check batch is the first batch itself: reuse its outputs
+    xrefs = [refs[0]] if uncut else [ref_r.infer(f) for f in xfeeds]
     ref_r.deactivate()
     for row in rows.values():
         if "proto" not in row:
@@ -219,9 +220,10 @@ def _quality(rows: dict[str, dict], feeds: Feeds, labels: np.ndarray | None, thr
             row["runner"] = r  # kept for the latency step (one session per row, batch 1 and 8)
             acc = FidelityAccumulator(next(iter(refs[0])))
             xcheck = FidelityAccumulator(next(iter(refs[0])))
-            correct, i = 0, 0
+            correct, i, outs0 = 0, 0, None
             for f, ref in zip(feeds, refs):
                 out = r.infer(f)
+                outs0 = out if outs0 is None else outs0
                 first = next(iter(out))
                 acc.update(ref[next(iter(ref))], out[first])
                 if labels is not None:
@@ -229,7 +231,7 @@ def _quality(rows: dict[str, dict], feeds: Feeds, labels: np.ndarray | None, thr
                     correct += topk_correct(out[first], labels[i:i + n], 1)
                     i += n
             for f, ref in zip(xfeeds, xrefs):
-                out = r.infer(f)
+                out = outs0 if uncut else r.infer(f)
                 xcheck.update(ref[next(iter(ref))], out[next(iter(out))])
         except Exception as e:
             row["error"] = f"run: {_one_line(e)}"
@@ -315,15 +317,26 @@ def run_subject(s: Subject, plan: Plan, threads: int, search: dict | None = None
                 polygraphy: bool = True, log: Callable[[str], None] = print) -> dict:
     """Build, check and time every row for one subject; returns a JSON-ready dict."""
     t0 = time.perf_counter()
+    phases: dict[str, float] = {}
+
+    def mark(phase: str) -> None:  # wall seconds per phase, so the report says where the time went
+        phases[phase] = time.perf_counter() - t0 - sum(phases.values())
+
     model = load_model(s.locate())
     calib, feeds, labels = _data(s, model, plan)
     log(f"{s.key}: building ({len(calib)} calibration samples)")
+    mark("load")
     rows = _build_rows(s, model, calib, search, log)
+    mark("build")
     _quality(rows, feeds, labels, threads)
+    mark("quality")
     if polygraphy and not missing("polygraphy"):
         _polygraphy(rows, feeds, threads)
+    mark("polygraphy")
     log(f"{s.key}: timing {sum('proto' in r for r in rows.values())} rows x batch 1, 8")
     _latency(rows, s, model, plan, threads, log)
+    mark("latency")
+    log(f"{s.key}: " + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()))
     out = {}
     for name, row in rows.items():
         if "proto" in row:
@@ -337,7 +350,7 @@ def run_subject(s: Subject, plan: Plan, threads: int, search: dict | None = None
             "labeled": s.labeled, "calibration_samples": len(calib),
             "eval_samples": sum(len(next(iter(f.values()))) for f in feeds) if labels is not None
             else len(feeds) * 8, "plan": plan.__dict__, "polygraphy_skipped": missing("polygraphy"),
-            "wall_s": time.perf_counter() - t0, "rows": out}
+            "wall_s": time.perf_counter() - t0, "phases_s": phases, "rows": out}
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -558,6 +571,7 @@ def main() -> None:
     p.add_argument("--no-polygraphy", action="store_true")
     p.add_argument("--eval-samples", type=int, default=1000, help="labeled test images per row")
     p.add_argument("--rounds", type=int, default=3, help="latency rounds per subject (ResNet-50: at most 2)")
+    p.add_argument("--eval-unlabeled", type=int, default=32, help="random inputs for fidelity, third-party models")
     p.add_argument("--calib-unlabeled", type=int, default=16, help="calibration inputs, third-party models")
     p.add_argument("--render", action="store_true", help="only redraw peers.md and the plot from peers.json")
     a = p.parse_args()
@@ -574,7 +588,7 @@ def main() -> None:
     for s in SUBJECTS:
         if a.subjects and s.key not in a.subjects:
             continue
-        plan = Plan(calib=64 if s.labeled else a.calib_unlabeled, eval_samples=a.eval_samples if s.labeled else 32,
+        plan = Plan(calib=64 if s.labeled else a.calib_unlabeled, eval_samples=a.eval_samples if s.labeled else a.eval_unlabeled,
                     rounds=a.rounds)
         if s.key == "sample:resnet50":  # ~100 ms per image at 2 threads: fewer, shorter rounds
             plan = Plan(calib=8, eval_samples=8, rounds=min(2, a.rounds), budget_s=0.1, min_iterations=1)

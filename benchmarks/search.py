@@ -18,12 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import interleaved, machine_line, write_json
+from common import interleaved, machine_line, top1, write_json
 from workbench.core.build import optimize
 from workbench.core.cache import BuildCache
 from workbench.core.engines.ort_cpu import OrtCpuOptions, OrtCpuRunner
 from workbench.core.evaluation.data import load_dataset
-from workbench.core.evaluation.run import evaluate
 from workbench.core.model import load_model
 from workbench.core.passes.recipe import Recipe
 from workbench.core.search import search
@@ -69,9 +68,9 @@ def main() -> None:
     builds["hand-made"] = optimize(src, HAND_MADE, cache=cache).model
     acc = {}
     for name, m in builds.items():
-        e = evaluate(m, data=test, batch=500)
-        acc[name] = {"top1": e.accuracy.top1, "samples": e.samples}
-        print(f"{name}: top-1 {e.accuracy.top1:.4f}")
+        t1, n = top1(m, test, label=name)
+        acc[name] = {"top1": t1, "samples": n}
+        print(f"{name}: top-1 {t1:.4f}")
     ins, _ = tensor_specs(src.proto.graph)
     latency = {}
     for batch in (1, 8):
