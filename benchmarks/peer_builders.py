@@ -27,6 +27,30 @@ HERE = Path(__file__).resolve().parent
 os.environ.setdefault("OLIVE_DISABLE_TELEMETRY", "1")
 
 
+def _olive_telemetry_off() -> None:
+    """Make OLIVE_DISABLE_TELEMETRY hold before Olive's first event.
+
+    olive-ai 0.13 (``olive/telemetry/telemetry.py``, ``Telemetry.__init__``) logs a heartbeat
+    *before* it reads OLIVE_DISABLE_TELEMETRY; with no route to the collector, the exporter then
+    retries that heartbeat for ~12 s when the process exits (measured: an Olive build of a tiny
+    model took 8 s and its process 20 s). Its CI check comes before the heartbeat, so the
+    singleton is created once here with ``CI`` set, and ``CI`` restored.
+    """
+    try:
+        from olive.telemetry.telemetry import Telemetry  # noqa: PLC0415
+    except ImportError:  # another Olive layout: nothing to do
+        return
+    saved = os.environ.get("CI")
+    os.environ["CI"] = "1"
+    try:
+        Telemetry()
+    finally:
+        if saved is None:
+            os.environ.pop("CI", None)
+        else:
+            os.environ["CI"] = saved
+
+
 class _Reader:
     """onnxruntime.quantization.CalibrationDataReader over a list of feed dicts."""
 
@@ -101,6 +125,7 @@ def _olive(pass_config: dict, needs_data: bool) -> Builder:
     """One Olive pass through ``olive.workflows.run`` with a JSON-style workflow config."""
 
     def build(proto: onnx.ModelProto, feeds: Feeds) -> onnx.ModelProto:
+        _olive_telemetry_off()
         from olive.workflows import run as olive_run  # noqa: PLC0415
 
         def fn(s: Path, o: Path, d: Path) -> None:

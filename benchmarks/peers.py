@@ -66,6 +66,7 @@ class Subject:
     values: dict[str, object] = field(default_factory=dict)
     labeled: bool = False
     about: str = ""
+    elsewhere: str = ""  # where the report measures it instead, when a run leaves it out (--skip)
 
     def locate(self) -> str:
         if self.source:
@@ -88,7 +89,10 @@ SUBJECTS = [
             source="sample:resnet-fashion", labeled=True,
             about="trained ResNet on Fashion-MNIST (labeled test set)"),
     Subject("sample:resnet50", ("int8", "fuse"), source="sample:resnet50",
-            about="ResNet-50 with random weights (synthetic: latency and fidelity only)"),
+            about="ResNet-50 with random weights (synthetic: latency and fidelity only)",
+            elsewhere="its int8 against ONNX Runtime's `quantize_static` (defaults and hand-tuned) and "
+                      "`quantize_dynamic` is the ResNet-50 table of the quantization section (6 rounds, "
+                      "24-round A/B), its FP32 levels the CPU baseline section"),
     Subject("PP-OCRv4 det", ("int8", "fuse"),
             wheel=("rapidocr-onnxruntime", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx"),
             shapes={"x": (-1, 3, 320, 320)},
@@ -384,6 +388,9 @@ def report(res: dict) -> str:
         if "error" in sub:
             lines += ["", f"Not measured: {sub['error']}", ""]
             continue
+        if "skipped" in sub:
+            lines += ["", f"Not in this run: {sub['skipped']}", ""]
+            continue
         p = sub["plan"]
         lines += [f"Calibration: {sub['calibration_samples']} samples (the same for every row); quality on "
                   f"{sub['eval_samples']} samples; {p['rounds']} rounds of ~{p['budget_s']} s (>= "
@@ -448,7 +455,9 @@ def headline(res: dict) -> list[str]:
     for key, sub in res["subjects"].items():
         rows = sub.get("rows")
         if not rows:
-            lines.append(f"| {key} | not measured: {sub.get('error', '?')[:100]} |||||")
+            why = f"not in this run ({sub['skipped']})" if "skipped" in sub else \
+                f"not measured: {sub.get('error', '?')[:100]}"
+            lines.append(f"| {key} | {why} |||||")
             continue
         base = rows[BASE]
 
@@ -567,6 +576,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--subjects", nargs="*", help="subject keys (default: all)")
+    p.add_argument("--skip", nargs="*", default=[], metavar="KEY",
+                   help="leave these subjects out of the full report (it says so and where they are measured instead)")
     p.add_argument("--quick", action="store_true", help="tiny counts, to check the harness")
     p.add_argument("--no-polygraphy", action="store_true")
     p.add_argument("--eval-samples", type=int, default=1000, help="labeled test images per row")
@@ -587,6 +598,12 @@ def main() -> None:
                  "search_json": search is not None}
     for s in SUBJECTS:
         if a.subjects and s.key not in a.subjects:
+            continue
+        if s.key in a.skip:
+            res["subjects"][s.key] = {"about": s.about, "source": s.source or f"{s.wheel[0]}: {s.wheel[2]}",  # type: ignore[index]
+                                      "skipped": "left out with `--skip` to fit the time budget"
+                                      + (f"; {s.elsewhere}" if s.elsewhere else "")
+                                      + f"; `python benchmarks/peers.py --subjects {s.key}` measures it alone"}
             continue
         plan = Plan(calib=64 if s.labeled else a.calib_unlabeled, eval_samples=a.eval_samples if s.labeled else a.eval_unlabeled,
                     rounds=a.rounds)

@@ -53,13 +53,17 @@ def test_harness_rows_quality_latency_and_report(tiny_subject, monkeypatch):
         assert row["b1"]["speedup_range"][0] <= row["b1"]["speedup"] <= row["b1"]["speedup_range"][1]
     assert rows["absent peer"]["skipped"] == "no-such-package-xyz is not installed (pip install -e '.[bench]')"
     assert rows["broken peer"]["error"] == "build: RuntimeError: this peer cannot handle the model"
+    left_out = {"about": "big", "skipped": "left out with `--skip`; measured elsewhere"}
     res = {"threads": 1, "uptime": "up", "versions": {"onnxruntime": ort.__version__},
-           "subjects": {"tiny": sub}, "wall_s": 1.0, "machine": peers.machine_info(), "plots": []}
+           "subjects": {"tiny": sub, "big": left_out}, "wall_s": 1.0, "machine": peers.machine_info(),
+           "plots": []}
     md = peers.report(res)
     assert "| **workbench fuse** |" in md and "skipped: no-such-package-xyz" in md
     assert "**failed**: build: RuntimeError" in md
+    assert "Not in this run: left out with `--skip`; measured elsewhere" in md
     head = "\n".join(peers.headline(res))
     assert "| tiny | `fuse` |" in head
+    assert "| big | not in this run (left out with `--skip`; measured elsewhere) |" in head
 
 
 def test_headline_picks_fastest_build_that_keeps_quality():
