@@ -583,6 +583,7 @@ def main() -> None:
     p.add_argument("--eval-samples", type=int, default=1000, help="labeled test images per row")
     p.add_argument("--rounds", type=int, default=3, help="latency rounds per subject (ResNet-50: at most 2)")
     p.add_argument("--eval-unlabeled", type=int, default=32, help="random inputs for fidelity, third-party models")
+    p.add_argument("--min-iterations", type=int, default=3, help="timed runs per row, batch and round (at least)")
     p.add_argument("--calib-unlabeled", type=int, default=16, help="calibration inputs, third-party models")
     p.add_argument("--render", action="store_true", help="only redraw peers.md and the plot from peers.json")
     a = p.parse_args()
@@ -606,7 +607,7 @@ def main() -> None:
                                       + f"; `python benchmarks/peers.py --subjects {s.key}` measures it alone"}
             continue
         plan = Plan(calib=64 if s.labeled else a.calib_unlabeled, eval_samples=a.eval_samples if s.labeled else a.eval_unlabeled,
-                    rounds=a.rounds)
+                    rounds=a.rounds, min_iterations=a.min_iterations)
         if s.key == "sample:resnet50":  # ~100 ms per image at 2 threads: fewer, shorter rounds
             plan = Plan(calib=8, eval_samples=8, rounds=min(2, a.rounds), budget_s=0.1, min_iterations=1)
         if a.quick:
