@@ -91,8 +91,8 @@ SUBJECTS = [
     Subject("sample:resnet50", ("int8", "fuse"), source="sample:resnet50",
             about="ResNet-50 with random weights (synthetic: latency and fidelity only)",
             elsewhere="its int8 against ONNX Runtime's `quantize_static` (defaults and hand-tuned) and "
-                      "`quantize_dynamic` is the ResNet-50 table of the quantization section (6 rounds, "
-                      "24-round A/B), its FP32 levels the CPU baseline section"),
+                      "`quantize_dynamic` is the ResNet-50 table of the quantization section (its own "
+                      "rounds and a paired A/B), its FP32 levels the CPU baseline section"),
     Subject("PP-OCRv4 det", ("int8", "fuse"),
             wheel=("rapidocr-onnxruntime", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx"),
             shapes={"x": (-1, 3, 320, 320)},

@@ -10,7 +10,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import common  # noqa: E402
-
 from workbench import load_dataset, load_model  # noqa: E402
 from workbench.core.passes import PassContext, Recipe  # noqa: E402
 
