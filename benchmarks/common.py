@@ -89,7 +89,7 @@ def top1(model: Any, data: Any, *, limit: int | None = None, batch: int = 500, t
 
     ``scripts/bench`` sets ``WB_BENCH_EVAL_CACHE`` to a file of its own run: a model that an
     earlier step already scored with the same data, limit, batch and threads (FP32 on the 10,000
-    test images is scored by four steps) is read back instead of run again. Top-1 of the same
+    test images is scored by passes_quant, passes_best and search) is read back instead of run again. Top-1 of the same
     bytes on the same images is deterministic; latency is never cached. Without the variable
     (a script run alone) every call evaluates.
     """

@@ -19,7 +19,7 @@ def main() -> None:
         "measured side by side in one run, interleaved and repeated; read the ratios first. "
         "Within one `./scripts/bench` run, top-1 of the same model bytes on the same images is "
         "computed once and read back by later steps (FP32 on the 10,000 test images is asked for "
-        "by four of them); latency is always measured anew. In the interleaved rounds, a "
+        "by three of them); latency is always measured anew. In the interleaved rounds, a "
         "configuration is warmed up (one untimed run) before each round while its runs take under "
         "50 ms, and before the first round only when they take longer.",
         "",
