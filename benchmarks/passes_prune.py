@@ -55,6 +55,7 @@ def latency(protos: dict, batches: list[int], threads: int, rounds: int, budget:
 def run_sample(ratios: list[float], limit: int | None, rounds: int, budget: float, threads: int) -> dict:
     model = load_model(SAMPLE)
     calib = load_dataset(f"{SAMPLE}:calib", model)
+    test = load_dataset(SAMPLE, model)  # loaded once for every row's top-1
     recipes: dict[str, tuple[str, dict] | None] = {"original": None}
     for r in ratios:
         recipes[f"channels {r:.0%} cut"] = ("prune-channels", {"ratio": r, "reconstruct": False})
@@ -68,7 +69,7 @@ def run_sample(ratios: list[float], limit: int | None, rounds: int, budget: floa
         proto, secs, report = build(model, recipe, calib)
         s = summarize(load_model(proto))
         t0 = time.perf_counter()
-        acc = top1(proto, SAMPLE, limit=limit, label=name)[0]
+        acc = top1(proto, test, limit=limit, label=name)[0]
         rows[name] = {"recipe": list(recipe) if recipe else None, "build_s": round(secs, 2), "params": s.params, "flops": s.flops,
                       "top1": acc, "eval_s": round(time.perf_counter() - t0, 1),
                       "report": {"metrics": report.metrics, "pruned": report.pruned} if report else None}

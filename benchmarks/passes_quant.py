@@ -139,10 +139,9 @@ def part_resnet50(rounds: int, budget: float, calib_n: int) -> dict:
     lat = measure(protos, [1], 2, rounds, budget, "fp32")
     # The two have the same graph after ONNX Runtime's optimization (53 QLinearConv, 16 QLinearAdd,
     # ...): a paired A/B with many short alternations says whether they differ at all.
-    hand = HAND
-    ab = measure({hand: protos[hand], "int8 (auto)": protos["int8 (auto)"]}, [1], 2, 4 * rounds,
-                 max(0.25, budget / 4), hand)
-    ops = {name: ort_optimized_ops(protos[name]) for name in (hand, "int8 (auto)")}
+    ab = measure({HAND: protos[HAND], "int8 (auto)": protos["int8 (auto)"]}, [1], 2, 4 * rounds,
+                 max(0.25, budget / 4), HAND)
+    ops = {name: ort_optimized_ops(protos[name]) for name in (HAND, "int8 (auto)")}
     return {"builds_s": builds, "calibration_samples": calib_n, "latency": lat, "ab_auto_vs_hand": ab,
             "ort_optimized_ops": ops, "rounds": rounds, "budget_s": budget}
 
@@ -228,12 +227,11 @@ def report(r50: dict, fm: dict, a) -> str:
                      f"{r50['builds_s'].get(name, 0):.1f} |")
     ab = r50["ab_auto_vs_hand"]["int8 (auto)/b1"]
     n_ab = len(ab["round_p50s_ms"])
-    hand = HAND
     ops = r50.get("ort_optimized_ops", {})
-    same = bool(ops) and ops.get(hand) == ops.get("int8 (auto)")
+    same = bool(ops) and ops.get(HAND) == ops.get("int8 (auto)")
     hist = ", ".join(f"{n} {op}" for op, n in ops.get("int8 (auto)", {}).items() if not op.startswith("Dequant"))
     lines += ["", f"Paired A/B, `int8` (auto) against the hand-tuned `quantize_static` alone, {n_ab} "
-              f"alternating rounds: `int8` is {ab['speedup_vs_' + hand]:.3f}x "
+              f"alternating rounds: `int8` is {ab['speedup_vs_' + HAND]:.3f}x "
               f"the hand-tuned speed (per-round range {ab['speedup_round_range'][0]:.2f}-"
               f"{ab['speedup_round_range'][1]:.2f}; above 1 = `int8` faster). The graphs ONNX Runtime "
               f"runs after its own optimization (read back from `optimized_model_filepath`) are "

@@ -68,6 +68,11 @@ class Subject:
     about: str = ""
     elsewhere: str = ""  # where the report measures it instead, when a run leaves it out (--skip)
 
+    @property
+    def where(self) -> str:
+        """Where the model comes from, for the report: the sample name or ``package: path``."""
+        return self.source or f"{self.wheel[0]}: {self.wheel[2]}"  # type: ignore[index]
+
     def locate(self) -> str:
         if self.source:
             return self.source
@@ -350,7 +355,7 @@ def run_subject(s: Subject, plan: Plan, threads: int, search: dict | None = None
     for row in out.values():
         if "size_bytes" in row:
             row["size_ratio"] = row["size_bytes"] / base_size
-    return {"about": s.about, "source": s.source or f"{s.wheel[0]}: {s.wheel[2]}",  # type: ignore[index]
+    return {"about": s.about, "source": s.where,
             "labeled": s.labeled, "calibration_samples": len(calib),
             "eval_samples": sum(len(next(iter(f.values()))) for f in feeds) if labels is not None
             else len(feeds) * 8, "plan": plan.__dict__, "polygraphy_skipped": missing("polygraphy"),
@@ -601,7 +606,7 @@ def main() -> None:
         if a.subjects and s.key not in a.subjects:
             continue
         if s.key in a.skip:
-            res["subjects"][s.key] = {"about": s.about, "source": s.source or f"{s.wheel[0]}: {s.wheel[2]}",  # type: ignore[index]
+            res["subjects"][s.key] = {"about": s.about, "source": s.where,
                                       "skipped": "left out with `--skip` to fit the time budget"
                                       + (f"; {s.elsewhere}" if s.elsewhere else "")
                                       + f"; `python benchmarks/peers.py --subjects {s.key}` measures it alone"}
