@@ -592,6 +592,9 @@ def main() -> None:
     p.add_argument("--calib-unlabeled", type=int, default=16, help="calibration inputs, third-party models")
     p.add_argument("--render", action="store_true", help="only redraw peers.md and the plot from peers.json")
     a = p.parse_args()
+    unknown = sorted((set(a.subjects or []) | set(a.skip)) - {s.key for s in SUBJECTS})
+    if unknown:  # a mistyped key would otherwise be measured (--skip) or leave nothing (--subjects)
+        p.error(f"unknown subject {', '.join(unknown)}; the subjects are: " + ", ".join(s.key for s in SUBJECTS))
     if a.render:
         res = json.loads((HERE / "results" / "peers.json").read_text())
         res["plots"] = plot(res)

@@ -146,3 +146,12 @@ def test_search_result_is_found_wherever_it_is_nested(tmp_path, monkeypatch):
     assert peers._search() == {"sample:resnet-fashion": "prune-channels:ratio=0.4,int8"}
     (tmp_path / "results" / "search.json").unlink()
     assert peers._search() is None
+
+
+def test_a_mistyped_subject_key_is_an_error_line(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["peers.py", "--skip", "resnet50"])
+    with pytest.raises(SystemExit) as e:
+        peers.main()
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: unknown subject resnet50; the subjects are: sample:resnet-fashion" in err
