@@ -20,7 +20,18 @@ __all__ = [
     "PassError",
     "CacheError",
     "BundleError",
+    "install_hint",
 ]
+
+DIST = "onnx-inference-workbench"  # this project's distribution on the package index
+
+
+def install_hint(extra: str | None = None) -> str:
+    """How to install an optional part of this project: always this distribution, never another
+    package's name (``workbench`` on PyPI is a different project)."""
+    if extra is None:
+        return f"pip install --force-reinstall {DIST} (or pip install -e . from a clone)"
+    return f"pip install '{DIST}[{extra}]' (or pip install -e '.[{extra}]' from a clone)"
 
 
 class WorkbenchError(Exception):

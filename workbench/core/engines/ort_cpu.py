@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import EngineRunError, UsageError
+from ...errors import EngineRunError, UsageError, install_hint
 from ..model import TWO_GB, Model, proto_size
 from .base import Availability, Runner
 
@@ -70,7 +70,7 @@ def probe() -> Availability:
     try:
         import onnxruntime as ort  # noqa: PLC0415
     except ImportError as e:
-        return Availability(False, f"onnxruntime is not installed ({e}): pip install onnxruntime")
+        return Availability(False, f"onnxruntime is not installed ({e}): {install_hint()}")
     if "CPUExecutionProvider" not in ort.get_available_providers():
         return Availability(False, f"onnxruntime {ort.__version__} has no CPU provider")
     return Availability(True, f"onnxruntime {ort.__version__}")

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ...errors import EngineRunError, EngineUnavailableError, UsageError
+from ...errors import EngineRunError, EngineUnavailableError, UsageError, install_hint
 from ..gpu import scan_gpus
 from ..model import TWO_GB, Model, proto_size
 from .base import Runner
@@ -266,7 +266,7 @@ class OrtCudaRunner(Runner):
         ver = getattr(self._ort, "__version__", "?")
         cuda = ort_cuda_version()
         return (f"onnxruntime-gpu {ver} needs CUDA {cuda or '12/13'} and cuDNN 9 libraries it can load: "
-                "pip install 'onnxruntime-gpu[cuda,cudnn]', or `import torch` first, or pass "
+                f"{install_hint('gpu-libs')} (it brings them as wheels), or `import torch` first, or pass "
                 "preload_dlls=True; see `workbench devices`")
 
     # -- runner contract --

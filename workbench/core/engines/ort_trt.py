@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ...errors import CacheError, UsageError
+from ...errors import CacheError, UsageError, install_hint
 from ..model import Model
 from ..paths import cache_dir
 from ..shapes import parse_profiles
@@ -168,8 +168,8 @@ def probe_libraries() -> Availability:
             major = name.rsplit(".", 1)[-1]
             cuda = (ort_cuda_version() or "13").split(".")[0]
             return Availability(False, f"TensorRT's {name} cannot be loaded ({e}): ONNX Runtime's "
-                                       f"TensorRT provider needs TensorRT {major}: pip install "
-                                       f"'tensorrt-cu{cuda}-libs=={major}.*'")
+                                       f"TensorRT provider needs TensorRT {major} for CUDA {cuda}: "
+                                       f"{install_hint('tensorrt')}")
     return Availability(True, f"{', '.join(trt_libraries())} load")
 
 

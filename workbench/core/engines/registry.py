@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ...errors import EngineUnavailableError
+from ...errors import EngineUnavailableError, install_hint
 from ..gpu import scan_gpus
 from .base import Availability
 
@@ -52,7 +52,7 @@ def _ort_provider(provider: str, extra: str) -> Availability:
     try:
         import onnxruntime as ort  # noqa: PLC0415
     except ImportError:
-        return Availability(False, "onnxruntime is not installed: pip install 'workbench[gpu]'")
+        return Availability(False, f"onnxruntime is not installed: {install_hint('gpu')}")
     if provider not in ort.get_available_providers():
         return Availability(False, f"onnxruntime {ort.__version__} was built without {provider}: "
                                    f"{extra}")
@@ -90,7 +90,7 @@ def _all(*checks: Callable[[], Availability]) -> Availability:
     return Availability(True, "; ".join(r.reason for r in results if r.reason))
 
 
-_ORT_GPU = "pip install 'workbench[gpu]' (onnxruntime-gpu) in place of onnxruntime"
+_ORT_GPU = f"{install_hint('gpu')}, which brings onnxruntime-gpu in place of onnxruntime"
 
 
 def _trt_libs() -> Availability:
@@ -106,7 +106,7 @@ def _module(name: str, dist: str) -> Availability:
     except (ImportError, ValueError):  # a parent package is missing
         found = False
     if not found:
-        return Availability(False, f"{dist} is not installed: pip install 'workbench[tensorrt]'")
+        return Availability(False, f"{dist} is not installed: {install_hint('tensorrt')}")
     return Availability(True, f"{dist} imports")
 
 
@@ -129,7 +129,7 @@ def _cuda_python() -> Availability:
     for name in ("cuda.bindings.runtime", "cuda.cudart"):
         if _module(name, "cuda-python"):
             return Availability(True, "cuda-python imports")
-    return Availability(False, "cuda-python is not installed: pip install 'workbench[tensorrt]'")
+    return Availability(False, f"cuda-python is not installed: {install_hint('tensorrt')}")
 
 
 def _probe_ort_cuda() -> Availability:

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ...errors import CacheError, EngineRunError, EngineUnavailableError, UsageError
+from ...errors import CacheError, EngineRunError, EngineUnavailableError, UsageError, install_hint
 from ..gpu import scan_gpus
 from ..model import TWO_GB, Model, proto_size
 from ..paths import atomic_write, cache_dir
@@ -51,7 +51,7 @@ __all__ = ["TensorRTOptions", "TensorRTRunner", "EngineBuild", "build_engine", "
            "import_tensorrt", "import_cudart", "PRECISIONS"]
 
 PRECISIONS = ("model", "fp32", "fp16", "int8")
-_INSTALL = "pip install 'workbench[tensorrt]' (tensorrt>=10 and cuda-python)"
+_INSTALL = f"{install_hint('tensorrt')}: tensorrt>=10 and cuda-python"
 
 
 def import_tensorrt(module: str = "tensorrt") -> Any:
@@ -68,7 +68,7 @@ def import_cudart() -> Any:
         with contextlib.suppress(ImportError):
             return importlib.import_module(name)
     raise EngineUnavailableError("cuda-python is not installed (no cuda.bindings.runtime)",
-                                 "pip install cuda-python")
+                                 install_hint("tensorrt"))
 
 
 def typing_mode(trt: Any) -> str:

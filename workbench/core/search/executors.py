@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from ...errors import UsageError
+from ...errors import UsageError, install_hint
 from .space import GPU_DEVICES
 
 __all__ = ["Executor", "LocalExecutor", "RayExecutor", "make_executor"]
@@ -84,7 +84,7 @@ class RayExecutor(Executor):
             import ray  # noqa: PLC0415
         except ImportError as e:
             raise UsageError("--executor ray needs Ray, which is not installed",
-                             "pip install 'workbench[ray]' (or use --executor local)") from e
+                             f"{install_hint('ray')}, or use --executor local") from e
         self._ray = ray
         self.address = address
         self.gpu = device.split(":")[0].lower() in GPU_DEVICES
