@@ -139,6 +139,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError("--reference cannot run with a TensorRT bundle's plan",
                          "eval the bundle alone, or its model.onnx with --reference")
     r = evaluate(model, data=args.data, reference=args.reference, limit=args.limit,
+                 preprocessing=args.preprocess,
                  batch=args.batch, shapes=shapes, values=values, progress=progress(args),
                  device=device, **opts)
     if args.json:
@@ -182,7 +183,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         raise UsageError("give exactly one of --passes LIST or --recipe FILE",
                          "e.g. --passes fuse,int8:calibration=entropy")
     recipe = Recipe.parse(args.passes) if args.passes else Recipe.load(args.recipe)
-    result = optimize(args.model, recipe, device=args.device, calibration=args.calib,
+    from .commands.common import calib_data  # noqa: PLC0415
+
+    result = optimize(args.model, recipe, device=args.device, calibration=calib_data(args),
                       cache=BuildCache(enabled=not args.no_cache), progress=progress(args))
     path = write_build(result, args.out, force=args.force)
     if args.json:
@@ -281,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("eval", help="accuracy on labeled data and fidelity to a reference")
     s.add_argument("model", help="a .onnx path, sample:NAME or a bundle folder")
     s.add_argument("--data", default=None, help=".npz, image folder (DIR/<class>/...), or sample:NAME")
+    s.add_argument("--preprocess", default=None, metavar="SPEC", help="image preprocessing, e.g. "
+                   "size=224x224,mean=0.485+0.456+0.406,std=0.229+0.224+0.225,layout=NHWC,channels=BGR")
     s.add_argument("--reference", default=None, metavar="MODEL", help="compare outputs to this model")
     s.add_argument("--device", default=None,
                    help="engine that runs the model (and the reference): cpu (default), cuda, ...; "
@@ -304,7 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--recipe", default=None, metavar="FILE", help="a recipe JSON file")
     s.add_argument("--device", default="cpu", help="target device: cpu, cuda, tensorrt (defaults follow it)")
     s.add_argument("--calib", default=None, metavar="DATA",
-                   help="calibration data: .npz, image folder, or sample:NAME:calib")
+                   help="calibration data: .npz, image folder, sample:NAME:calib, or random "
+                        "(latency-only: the build's accuracy says nothing)")
+    s.add_argument("--preprocess", default=None, metavar="SPEC",
+                   help="image preprocessing of the calibration data, e.g. size=224x224,layout=NHWC")
     s.add_argument("--out", required=True, metavar="DIR")
     s.add_argument("--force", action="store_true", help="replace a build already in DIR")
     s.add_argument("--no-cache", action="store_true", help="build even if an identical build is cached")
@@ -330,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .commands import EXTRA  # noqa: PLC0415
 
-    for name in EXTRA:
+    for name in (*EXTRA, "workbench.commands.convert"):
         importlib.import_module(name).register(sub)
     return p
 

@@ -20,6 +20,7 @@ __all__ = [
     "PassError",
     "CacheError",
     "BundleError",
+    "ConversionError",
     "install_hint",
 ]
 
@@ -84,3 +85,7 @@ class CacheError(WorkbenchError):
 
 class BundleError(WorkbenchError):
     """An exported bundle is malformed, tampered with, truncated or points outside itself."""
+
+
+class ConversionError(WorkbenchError):
+    """A PyTorch module cannot be converted to ONNX (or PyTorch is not installed)."""

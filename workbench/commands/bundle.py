@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from ..errors import UsageError
-from .common import print_json, progress
+from .common import calib_data, print_json, progress
 
 __all__ = ["register", "target"]
 
@@ -47,10 +47,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name} must be >= 1, got {getattr(args, name)}")
     spec = None if args.no_measure else MeasureSpec(batch=args.batch, threads=args.threads,
                                                     iterations=args.iterations, samples=args.samples,
-                                                    data=args.data)
+                                                    data=calib_data(args, "data"))
     opts = {"threads": args.threads} if args.threads else {}
     signal.signal(signal.SIGTERM, _sigterm_as_exit)
-    b = export(args.model, recipe, args.out, device=args.device, calibration=args.calib, force=args.force,
+    b = export(args.model, recipe, args.out, device=args.device, calibration=calib_data(args), force=args.force,
                engine_options=opts, measure=spec, cache=BuildCache(enabled=not args.no_cache),
                progress=progress(args))
     m = b.manifest
@@ -104,7 +104,10 @@ def register(sub: Any) -> None:
     s.add_argument("--passes", default=None, metavar="LIST", help="e.g. fuse,int8:calibration=entropy")
     s.add_argument("--recipe", default=None, metavar="FILE", help="a recipe JSON file")
     s.add_argument("--device", default="cpu", help="cpu, cuda[:N], ort-tensorrt, tensorrt")
-    s.add_argument("--calib", default=None, metavar="DATA", help="calibration data for passes that need it")
+    s.add_argument("--calib", default=None, metavar="DATA",
+                   help="calibration data for passes that need it, or random (latency-only)")
+    s.add_argument("--preprocess", default=None, metavar="SPEC",
+                   help="image preprocessing of --calib/--data, e.g. size=224x224,layout=NHWC,channels=BGR")
     s.add_argument("--out", required=True, metavar="DIR", help="the bundle folder (must not exist)")
     s.add_argument("--force", action="store_true", help="replace a bundle already in DIR")
     s.add_argument("--data", default=None, metavar="DATA",

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["add_model_inputs", "clean", "print_json", "progress", "shapes_values"]
+__all__ = ["add_model_inputs", "calib_data", "clean", "print_json", "progress", "shapes_values"]
 
 
 def clean(x: Any) -> Any:
@@ -59,3 +59,19 @@ def add_model_inputs(p: argparse.ArgumentParser) -> None:
                    help="fix an input's shape, e.g. input=1x3x224x224 (repeatable)")
     p.add_argument("--input", action="append", metavar="NAME=VALUE|FILE.npy",
                    help="give an input's value: a number, a JSON list or a .npy file (repeatable)")
+
+
+def calib_data(args: argparse.Namespace, name: str = "calib") -> Any:
+    """``--calib``/``--data`` as given, or loaded with ``--preprocess`` (``random`` passes through)."""
+    value = getattr(args, name, None)
+    pre = getattr(args, "preprocess", None)
+    if value is None or pre is None or value == "random":
+        if pre is not None:
+            from ..core.evaluation.data import Preprocessing  # noqa: PLC0415
+
+            Preprocessing.parse(pre)  # a typo is an error even when nothing is loaded with it
+        return value
+    from ..core.evaluation.data import load_dataset  # noqa: PLC0415
+    from ..core.model import load_model  # noqa: PLC0415
+
+    return load_dataset(value, load_model(args.model), pre)

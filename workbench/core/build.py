@@ -16,14 +16,18 @@ from typing import Any
 
 from ..errors import DataError, UsageError
 from .cache import BuildCache, cache_key
-from .evaluation.data import Dataset, load_dataset
+from .evaluation.data import Dataset, load_dataset, random_dataset
 from .machine import machine_info
 from .model import Model, ModelSource, load_model, proto_size
 from .passes.base import PassContext, PassReport, Progress
 from .passes.recipe import Recipe
 from .paths import atomic_write
 
-__all__ = ["BuildResult", "optimize", "write_build"]
+__all__ = ["BuildResult", "optimize", "write_build", "RANDOM_CALIB_WARNING"]
+
+RANDOM_CALIB_SAMPLES = 64
+RANDOM_CALIB_WARNING = ("calibrated on random inputs (asked for with calib='random'): the build's "
+                        "latency and size are real, its accuracy says nothing")
 
 
 @dataclass
@@ -50,6 +54,7 @@ class BuildResult:
             "recipe_label": self.recipe.label(),
             "device": self.device,
             "calibration": self.calibration,
+            "conversion": self.source.conversion,  # how the source came from PyTorch, or None
             "reports": [r.to_dict() for r in self.reports],
             "cache_key": self.key,
             "machine": machine_info(),
@@ -61,6 +66,8 @@ def _calibration_for(model: Model, recipe: Recipe, calib: str | Dataset | None,
     """The given calibration data; else a sample's own set when a pass needs or can use it."""
     if isinstance(calib, Dataset):
         return calib
+    if calib == "random":  # asked for explicitly: a latency-only look, its accuracy says nothing
+        return random_dataset(model, RANDOM_CALIB_SAMPLES)
     if calib is not None:
         return load_dataset(calib, model)
     if not (needs or uses):
@@ -73,7 +80,8 @@ def _calibration_for(model: Model, recipe: Recipe, calib: str | Dataset | None,
     if not needs:
         return None
     raise DataError(f"{', '.join(s.name for s in recipe.passes)} needs calibration data",
-                    "give --calib DATA (a .npz, an image folder or sample:NAME:calib)")
+                    "give --calib DATA (a .npz, an image folder or sample:NAME:calib), or "
+                    "calib=\"random\" / --calib random for a latency-only look (its accuracy says nothing)")
 
 
 def is_cached(model: ModelSource, recipe: Recipe | str, *, device: str = "cpu",
@@ -115,6 +123,10 @@ def optimize(
                              any(p.uses_calibration for p in passes))
     calib_hash = None if calib is None else calib.content_hash()
     calib_info = None if calib is None else {"source": calib.source, "samples": len(calib), "hash": calib_hash}
+    notes = []
+    if calib is not None and calib.random and calib_info is not None:
+        calib_info.update(random=True, warning=RANDOM_CALIB_WARNING)
+        notes.append(RANDOM_CALIB_WARNING)
     cache = cache if cache is not None else BuildCache()
     key = cache_key(src.fingerprint, resolved.to_dict(), device, calib_hash)
     hit = cache.get(key)
@@ -124,7 +136,7 @@ def optimize(
         built = Model(built.proto, label, None, built.fingerprint, built.size_bytes)
         reports = [PassReport(**r) for r in hit.manifest.get("reports", [])]
         return BuildResult(built, src, resolved, device, reports, key, True,
-                           time.perf_counter() - t0, calib_info)
+                           time.perf_counter() - t0, calib_info, list(notes))
     ctx = PassContext(device=device, calibration=calib, progress=progress)
     proto = src.proto
     reports = []
@@ -141,7 +153,7 @@ def optimize(
     built = load_model(proto)
     built = Model(built.proto, label, None, built.fingerprint, proto_size(built.proto))
     result = BuildResult(built, src, resolved, device, reports, key, False,
-                         time.perf_counter() - t0, calib_info)
+                         time.perf_counter() - t0, calib_info, notes)
     cache.put(key, built.proto.SerializeToString(), result.manifest())
     return result
 

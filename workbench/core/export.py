@@ -307,6 +307,8 @@ def _readme(m: dict[str, Any]) -> str:
                   "```"]
     if eng.get("notes"):
         lines += ["", *[f"- {n}" for n in eng["notes"]]]
+    if (m.get("calibration") or {}).get("random"):
+        lines += ["", f"**Warning: {m['calibration']['warning']}.**"]
     return "\n".join(lines) + "\n"
 
 
@@ -490,7 +492,7 @@ def reproduce(manifest_path: str | Path, *, out: str | Path | None = None, sourc
         raise BundleError(f"cannot load the bundle's source model: {e.message}",
                           "give its current location with --source MODEL") from e
     recipe = Recipe.from_dict(m["recipe"], "the manifest's recipe")
-    calib = (m.get("calibration") or {}).get("source")
+    calib = "random" if (m.get("calibration") or {}).get("random") else (m.get("calibration") or {}).get("source")
     rebuilt = optimize(src, recipe, device=m["device"], calibration=calib,
                        cache=BuildCache(enabled=False), progress=progress)
     tmp_root = None

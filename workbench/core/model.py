@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -17,7 +18,7 @@ import onnx
 from google.protobuf.message import EncodeError
 from onnx import external_data_helper
 
-from ..errors import ModelLoadError, ModelValidationError
+from ..errors import ModelLoadError, ModelValidationError, UsageError
 
 __all__ = ["Model", "ModelSource", "load_model", "fingerprint_of", "proto_size", "TWO_GB"]
 
@@ -64,6 +65,12 @@ class Model:
             return json.loads(raw)
         except json.JSONDecodeError:
             return None
+
+    @property
+    def conversion(self) -> dict[str, Any] | None:
+        """How the model was converted from PyTorch (``workbench.conversion``), or None."""
+        record = self.metadata_json("workbench.conversion")
+        return record if isinstance(record, dict) else None
 
     @property
     def opset(self) -> int:
@@ -214,8 +221,11 @@ def validate(proto: onnx.ModelProto, what: str, path: Path | None = None) -> Non
         ) from e
 
 
-def load_model(source: ModelSource, *, check: bool = True) -> Model:
-    """Load a model from a path, ``sample:NAME``, bytes or an ``onnx.ModelProto``.
+def load_model(source: ModelSource, *, check: bool = True, example_inputs: Any = None,
+               dynamic_axes: dict[str, dict[int, str]] | None = None, **convert_options: Any) -> Model:
+    """Load a model from a path, ``sample:NAME``, bytes, an ``onnx.ModelProto``, or convert a
+    ``torch.nn.Module`` (with ``example_inputs``; see :func:`workbench.core.convert.convert_torch`
+    for ``dynamic_axes`` and the other options).
 
     Example:
         >>> m = load_model("sample:resnet-fashion")
@@ -225,7 +235,20 @@ def load_model(source: ModelSource, *, check: bool = True) -> Model:
     Raises:
         ModelLoadError: the file is missing, unreadable, not ONNX, or its external data is unsafe.
         ModelValidationError: the graph fails ONNX's checker or shape inference.
+        ConversionError: a torch module that cannot be converted.
     """
+    torch = sys.modules.get("torch")  # a module can only exist if torch was imported
+    if torch is not None and isinstance(source, torch.nn.Module):
+        if example_inputs is None:
+            raise UsageError(f"converting a {type(source).__name__} to ONNX needs example inputs",
+                             "pass example_inputs=(torch.randn(1, 3, 224, 224),) or similar")
+        from .convert import convert_torch  # noqa: PLC0415  (convert imports this module)
+
+        return convert_torch(source, example_inputs, dynamic_axes=dynamic_axes, check=check,
+                             **convert_options)
+    if example_inputs is not None or dynamic_axes is not None or convert_options:
+        raise UsageError("example_inputs, dynamic_axes and conversion options apply to a "
+                         f"torch.nn.Module only, not a {type(source).__name__}")
     if isinstance(source, Model):
         return source
     if isinstance(source, onnx.ModelProto):

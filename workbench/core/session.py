@@ -10,6 +10,7 @@ full labeled set in the background; each record says which it holds.
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import math
@@ -25,11 +26,12 @@ import numpy as np
 from ..errors import UsageError
 from .build import BuildResult, is_cached, optimize
 from .cache import BuildCache
-from .evaluation.data import Dataset, load_dataset
+from .evaluation.data import Dataset, Preprocessing, load_dataset, random_dataset
 from .evaluation.latency import LatencyResult, time_callable
 from .evaluation.memory import track_peak_memory
 from .evaluation.metrics import FidelityAccumulator, topk_correct
 from .evaluation.run import make_runner
+from .evaluation.sources import as_dataset, describe
 from .model import Model, ModelSource, load_model
 from .passes.base import Progress
 from .passes.recipe import Recipe
@@ -51,15 +53,18 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
 
 @dataclass
 class Accuracy:
-    """Top-1 on labeled data (if any) and agreement with the baseline, on ``samples`` inputs."""
+    """Top-1 on labeled data (if any), the user's metric (if any) and fidelity to the baseline
+    (top-1 agreement, cosine, max abs error, SQNR), on ``samples`` inputs."""
 
     samples: int
-    full: bool  # True once measured on the whole labeled set
+    full: bool  # True once measured on the whole data set
     top1: float | None = None
     top1_ci: tuple[float, float] | None = None
     top1_agreement: float | None = None
     cosine: float | None = None
     max_abs: float | None = None
+    sqnr_db: float | None = None
+    metric: float | None = None  # the session's ``metric`` (higher is better)
 
 
 @dataclass
@@ -90,7 +95,8 @@ class BuildRecord:
             "index": self.index, "label": self.label, "device": self.device,
             "top1": a.top1 if a else None, "top1_samples": a.samples if a else None,
             "top1_full": a.full if a else None, "top1_agreement": a.top1_agreement if a else None,
-            "cosine": a.cosine if a else None,
+            "cosine": a.cosine if a else None, "sqnr_db": a.sqnr_db if a else None,
+            "metric": a.metric if a else None,
             "p50_ms": lat.p50_ms if lat else None, "p99_ms": lat.p99_ms if lat else None,
             "throughput": lat.throughput if lat else None,
             "speedup_p50": (self.baseline_latency.p50_ms / lat.p50_ms)
@@ -110,14 +116,38 @@ class Session:
         >>> rec = s.build("fuse")
         >>> s.deltas(rec)["p50_ms"]["ratio"] > 0
         True
+
+    Args:
+        model: a path, ``sample:NAME``, a ``ModelProto``, or a ``torch.nn.Module`` (with
+            ``example_inputs``, converted by ``load_model``).
+        data: evaluation data: a path (``.npz``, image folder), ``sample:NAME``, a Dataset, NumPy
+            arrays (one array, a dict by input name, or ``(inputs, labels)``), a torch Dataset or
+            DataLoader, or an iterable of ``(inputs, labels)`` / inputs (see
+            ``evaluation.sources.as_dataset``). Labels are optional: without them, accuracy is
+            fidelity to the baseline (top-1 agreement, cosine, SQNR).
+        calib: calibration data, the same kinds; ``"random"`` calibrates on random inputs (a
+            latency-only look, flagged on every build). None: the sample's calibration set, else
+            the first samples of ``data``.
+        metric: ``metric(outputs: dict[str, np.ndarray], labels: np.ndarray | None) -> float``,
+            higher is better, over every evaluated sample (``outputs`` maps each model output to
+            its array, first axis = samples). It is reported next to top-1 and used by
+            ``best`` and the Pareto chart (detection, segmentation, embeddings...).
+        metric_name: its name in the deltas (default: the callable's ``__name__``).
+        preprocessing: a Preprocessing, or a dict of its fields laid over the model's declared
+            one, for image folders and uint8 arrays.
     """
 
     def __init__(
         self,
-        model: ModelSource,
+        model: ModelSource | Any,
         *,
         device: str = "cpu",
-        data: str | Dataset | None = None,
+        data: Any = None,
+        calib: Any = None,
+        metric: Callable[[dict[str, np.ndarray], np.ndarray | None], float] | None = None,
+        metric_name: str | None = None,
+        preprocessing: Preprocessing | dict | str | None = None,
+        example_inputs: Any = None,
         batch: int = 1,
         threads: int | None = None,
         latency_budget_s: float = 1.0,
@@ -125,7 +155,17 @@ class Session:
         eval_batch: int = 250,
         cache: BuildCache | None = None,
     ) -> None:
-        self.source = load_model(model)
+        self.source = load_model(model) if example_inputs is None else \
+            load_model(model, example_inputs=example_inputs)  # type: ignore[call-arg]
+        if metric is not None and not callable(metric):
+            raise UsageError(f"metric must be a callable, got {type(metric).__name__}",
+                             "give metric(outputs: dict[str, np.ndarray], labels) -> float")
+        if metric is not None and len(inspect.signature(metric).parameters) < 2:
+            raise UsageError("metric takes (outputs, labels)",
+                             "def metric(outputs: dict[str, np.ndarray], labels) -> float")
+        self.metric = metric
+        self.metric_name = metric_name or (getattr(metric, "__name__", "metric") if metric else None)
+        self.preprocessing = preprocessing
         self.device = device
         self.batch = batch
         self.threads = threads
@@ -133,7 +173,9 @@ class Session:
         self.quick_samples = quick_samples
         self.eval_batch = eval_batch
         self.cache = cache if cache is not None else BuildCache()
-        self.data = self._data(data)
+        self.calib: Dataset | str | None = None
+        self.calib_note: str | None = None
+        self.set_data(data, calib, measure=False)
         ins, _ = tensor_specs(self.source.proto.graph)
         self.feeds = random_feeds(resolve_inputs(ins, batch=batch))
         self.records: list[BuildRecord] = []
@@ -145,15 +187,62 @@ class Session:
         self.baseline = self._record(self.source, Recipe(()), None, device)
 
     # -- data ------------------------------------------------------------------------------------
-    def _data(self, data: str | Dataset | None) -> Dataset | None:
-        if isinstance(data, Dataset):
-            return data
-        try:
-            return load_dataset(data, self.source)
-        except Exception:  # noqa: BLE001  (no labeled data: fidelity-only on random inputs)
-            if data is not None:
-                raise
-            return None
+    def _data(self, data: Any) -> Dataset | None:
+        if data is None:
+            try:
+                return load_dataset(None, self.source, self.preprocessing)
+            except Exception:  # noqa: BLE001  (no data: fidelity-only on random inputs)
+                return None
+        return as_dataset(data, self.source, preprocessing=self.preprocessing)
+
+    def set_data(self, data: Any = None, calib: Any = None, *, measure: bool = True) -> None:
+        """Use new evaluation and calibration data (see the class's ``data`` and ``calib``).
+
+        Accuracy measured on the old data is dropped (the baseline's is measured again when
+        ``measure``); builds are made again on the next ``build``, since calibration may differ.
+        """
+        ds = self._data(data)
+        self.calib_note = None
+        if isinstance(calib, str) and calib == "random":
+            cal: Dataset | str | None = "random"
+        elif calib is not None:
+            cal = as_dataset(calib, self.source, preprocessing=self.preprocessing)
+        elif data is not None and ds is not None and not self._has_sample_calib():
+            n = min(len(ds), 512)
+            cal = Dataset({k: v[:n] for k, v in ds.inputs.items()}, None,
+                          f"{ds.source} (first {n} samples)", ds.preprocessing, list(ds.notes),
+                          None if ds.groups is None else ds.groups[:n])
+            self.calib_note = (f"no calibration data given: calibrating on the first {n} samples of "
+                               "the evaluation data")
+        else:
+            cal = None
+        self.data, self.calib = ds, cal
+        self._baseline_outputs, self._baseline_acc = {}, {}
+        self._by_config = {}
+        for r in getattr(self, "records", []):
+            r.accuracy = None
+        if measure and getattr(self, "records", None):
+            acc = self._accuracy(self.source, self.quick_samples, None)
+            if acc is not None:
+                acc.top1_agreement, acc.cosine, acc.sqnr_db = 1.0, 1.0, float("inf")
+            self.baseline.accuracy = acc
+
+    def _has_sample_calib(self) -> bool:
+        from .samples import sample_origin  # noqa: PLC0415
+
+        origin = sample_origin(self.source.source)
+        return origin is not None and bool(origin.calib_data)
+
+    def data_summary(self) -> dict[str, Any]:
+        """What the session evaluates and calibrates on (the panel's data line)."""
+        d = describe(self.data)
+        cal = self.calib
+        d["calibration"] = ("random inputs (accuracy of calibrated builds says nothing)" if cal == "random"
+                            else cal.source if isinstance(cal, Dataset)
+                            else "the sample's calibration set" if self._has_sample_calib() else None)
+        d["calibration_note"] = self.calib_note
+        d["metric"] = self.metric_name
+        return d
 
     def _record(self, model: Model, recipe: Recipe, build: BuildResult | None, device: str) -> BuildRecord:
         rec = BuildRecord(len(self.records), recipe.label() if build else "baseline", recipe, device,
@@ -185,7 +274,10 @@ class Session:
             return seen  # built and measured before in this session: its results come straight back
         if measure and on_latency is not None:
             self._preview(recipe, device, progress, on_latency)
-        result = optimize(self.source, recipe, device=device, cache=self.cache, progress=progress)
+        result = optimize(self.source, recipe, device=device, calibration=self.calib, cache=self.cache,
+                          progress=progress)
+        if self.calib_note and result.calibration is not None:
+            result.notes.append(self.calib_note)
         rec = self._record(result.model, result.recipe, result, device)
         self._by_config[config] = rec
         if measure:
@@ -200,7 +292,7 @@ class Session:
         # With a calibrating pass after it (int8), the preview would calibrate too and arrive
         # little before the real build, which it would then delay: no first look.
         if quick is None or any(p.needs_calibration for p in quick.instantiate()) \
-                or is_cached(self.source, recipe, device=device, cache=self.cache):
+                or is_cached(self.source, recipe, device=device, calibration=self.calib, cache=self.cache):
             return
         result = optimize(self.source, quick, device=device, cache=BuildCache(enabled=False),
                           progress=progress)
@@ -223,6 +315,7 @@ class Session:
         rec.accuracy = self._accuracy(rec.model, self.quick_samples, progress)
         if rec is self.baseline and self.baseline.accuracy:
             self.baseline.accuracy.top1_agreement, self.baseline.accuracy.cosine = 1.0, 1.0
+            self.baseline.accuracy.sqnr_db = float("inf")
         return rec
 
     def _measure_latency(self, rec: BuildRecord, progress: Progress | None) -> None:
@@ -259,20 +352,24 @@ class Session:
     def _accuracy(self, model: Model, samples: int | None, progress: Progress | None) -> Accuracy | None:
         ds = self.data
         if ds is None:
-            from .evaluation.data import random_dataset  # noqa: PLC0415
-
             ds = random_dataset(self.source, min(samples or 200, 200))
         n = len(ds) if samples is None else min(samples, len(ds))
         opts = {"threads": self.threads} if self.threads else {}
         runner = make_runner(model, self.device if model is not self.source else self.baseline.device, **opts)
         outs, correct = [], 0
+        every: dict[str, list[np.ndarray]] = {}
+        top1 = ds.labels is not None and (self.metric is None or self._classifier())
         with runner:
             done = 0
             for feeds, labels in ds.batches(self.eval_batch, n):
                 with self._lock:
-                    logits = next(iter(runner.infer(feeds).values()))
+                    result = runner.infer(feeds)
+                logits = next(iter(result.values()))
                 outs.append(logits)
-                if labels is not None:
+                if self.metric is not None:
+                    for k, v in result.items():
+                        every.setdefault(k, []).append(v)
+                if labels is not None and top1:
                     correct += topk_correct(logits, labels, 1)
                 done += len(next(iter(feeds.values())))
                 if progress:
@@ -280,10 +377,13 @@ class Session:
         got = np.concatenate(outs) if outs[0].ndim else np.stack(outs)
         if model is self.source:
             self._baseline_outputs[n] = got
-        acc = Accuracy(samples=n, full=n == len(ds) and ds.labels is not None)
-        if ds.labels is not None:
+        acc = Accuracy(samples=n, full=n == len(ds) and self.data is not None)
+        if ds.labels is not None and top1:
             acc.top1 = correct / n
             acc.top1_ci = wilson_interval(correct, n)
+        if self.metric is not None:
+            joined = {k: np.concatenate(v) if v[0].ndim else np.stack(v) for k, v in every.items()}
+            acc.metric = self._run_metric(joined, None if ds.labels is None else ds.labels[:n])
         ref = self._baseline_outputs.get(n)
         if ref is None and model is not self.source:
             self._accuracy(self.source, n, None)
@@ -293,9 +393,38 @@ class Session:
             fid.update(ref, got)
             f = fid.result()
             acc.top1_agreement, acc.cosine, acc.max_abs = f.top1_agreement, f.cosine, f.max_abs
+            acc.sqnr_db = f.sqnr_db
         if model is self.source:
             self._baseline_acc[n] = acc
         return acc
+
+    def _classifier(self) -> bool:
+        """Whether the first output is [batch, classes] (top-1 means something)."""
+        _, outs = tensor_specs(self.source.proto.graph)
+        return bool(outs) and outs[0].shape is not None and len(outs[0].shape) == 2
+
+    def _run_metric(self, outputs: dict[str, np.ndarray], labels: np.ndarray | None) -> float:
+        try:
+            value = self.metric(outputs, labels)  # type: ignore[misc]
+        except Exception as e:  # noqa: BLE001  (the user's code: name it, keep the cause)
+            raise UsageError(f"the metric {self.metric_name!r} failed: {type(e).__name__}: {e}",
+                             "it is called as metric(outputs: dict[str, np.ndarray], labels)") from e
+        try:
+            return float(value)
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"the metric {self.metric_name!r} returned {type(value).__name__}, "
+                             "not a number", "return one float, higher is better") from e
+
+    @property
+    def score_key(self) -> str:
+        """The row key that ranks builds: the metric, else top-1 (labeled data), else agreement."""
+        if self.metric is not None:
+            return "metric"
+        return "top1" if self.data is not None and self.data.labels is not None else "top1_agreement"
+
+    @property
+    def score_name(self) -> str:
+        return self.metric_name if self.metric is not None else self.score_key  # type: ignore[return-value]
 
     def refine(self, rec: BuildRecord, progress: Progress | None = None) -> BuildRecord:
         """Accuracy on the whole labeled set (blocking); the baseline's too, once."""
@@ -345,6 +474,8 @@ class Session:
         if rec.accuracy:
             ba = self._baseline_acc.get(rec.accuracy.samples)  # same samples, same images
             add("top1", ba.top1 if ba else None, rec.accuracy.top1, True)
+            if self.metric_name:
+                add(self.metric_name, ba.metric if ba else None, rec.accuracy.metric, True)
             add("top1_agreement", 1.0, rec.accuracy.top1_agreement, True)
         add("size_bytes", float(base.size_bytes), float(rec.size_bytes), False)
         add("peak_memory_bytes", base.peak_memory_bytes, rec.peak_memory_bytes, False)
@@ -387,9 +518,17 @@ class Session:
                              extra={"session_row": rec.row()})
         return path / "model.onnx"
 
-    def best(self, max_top1_drop: float = 0.01) -> BuildRecord | None:
-        """The fastest measured build whose top-1 is within ``max_top1_drop`` of the baseline."""
-        base = self.baseline.accuracy.top1 if self.baseline.accuracy else None
+    def best(self, max_top1_drop: float = 0.01, *, max_drop: float | None = None) -> BuildRecord | None:
+        """The fastest measured build whose score is within ``max_drop`` of the baseline's.
+
+        The score is the session's ``metric`` when one is given, else top-1 on labeled data, else
+        top-1 agreement with the baseline (unlabeled data). ``max_drop`` defaults to
+        ``max_top1_drop`` (absolute units of the score: 0.01 is one point of top-1).
+        """
+        drop = max_top1_drop if max_drop is None else max_drop
+        key = self.score_key
+        base_row = self.baseline.row()
+        base = 1.0 if key == "top1_agreement" else base_row[key]
         ok = [r for r in self.records[1:] if r.latency and r.accuracy and (
-            base is None or r.accuracy.top1 is None or r.accuracy.top1 >= base - max_top1_drop)]
+            base is None or r.row()[key] is None or r.row()[key] >= base - drop)]
         return min(ok, key=lambda r: r.latency.p50_ms / r.baseline_latency.p50_ms, default=None)  # type: ignore[union-attr]

@@ -49,8 +49,10 @@ def latency_distribution(series: dict[str, list[float]], title: str = "Latency d
 
 
 def pareto(rows: list[dict[str, Any]], current: int | None = None,
-           accuracy_key: str = "top1", title: str = "Accuracy against latency") -> go.Figure:
-    """Every build of the session: accuracy vs p50 latency, marker size by model size."""
+           accuracy_key: str = "top1", title: str = "Accuracy against latency",
+           y_title: str | None = None) -> go.Figure:
+    """Every build of the session: accuracy (``accuracy_key``: top1, top1_agreement or the user's
+    metric) vs p50 latency, marker size by model size."""
     pts = [r for r in rows if r.get("p50_ms") is not None and r.get(accuracy_key) is not None]
     fig = go.Figure()
     if pts:
@@ -67,7 +69,7 @@ def pareto(rows: list[dict[str, Any]], current: int | None = None,
             text=[f"#{r['index']} {r['label']}<br>{r['size_bytes'] / 1e6:.2f} MB" for r in pts],
             hovertemplate="%{text}<br>p50 %{x:.2f} ms<br>" + accuracy_key + " %{y:.4f}<extra></extra>",
             name="builds"))
-    fig.update_layout(title=title, xaxis_title="p50 latency (ms)", yaxis_title=accuracy_key, height=320,
+    fig.update_layout(title=title, xaxis_title="p50 latency (ms)", yaxis_title=y_title or accuracy_key, height=320,
                       margin=dict(l=60, r=20, t=40, b=40), showlegend=False)
     return fig
 

@@ -24,9 +24,11 @@ from ..core.passes.registry import all_passes
 from ..core.samples import SAMPLES
 from ..core.session import BuildRecord, Session
 from ..core.summary import summarize
-from ..errors import WorkbenchError
-from .figures import BAD, GOOD, delta_bars, latency_distribution, pareto
+from ..errors import UsageError, WorkbenchError
+from .data_box import DataBox, build_warnings_html, conversion_html
+from .figures import BAD, delta_bars, latency_distribution, pareto
 from .graph import graph_figure
+from .results_html import deltas_html, history_html
 from .netron_view import NetronServer
 from .search_tab import SearchTab
 
@@ -56,18 +58,22 @@ def _option_widget(o: Option) -> W.Widget:
                   style=style, layout=W.Layout(width="260px"))
 
 
-def _short(label: str, width: int = 70) -> str:
-    """A history-table label cut to ``width`` characters (the full recipe is its tooltip)."""
-    return label if len(label) <= width else label[: width - 1] + "\u2026"
-
-
 class Workbench:
-    """``Workbench("sample:resnet-fashion")`` in a notebook cell shows the panel."""
+    """``Workbench("sample:resnet-fashion")`` in a notebook cell shows the panel.
 
-    def __init__(self, model: str = "sample:resnet-fashion", *, threads: int | None = None,
+    ``model`` may be a path, ``sample:NAME`` or a ``torch.nn.Module`` (with ``example_inputs``);
+    ``data``, ``calib`` (or ``"random"``), ``metric``, ``metric_name`` and ``preprocessing`` are
+    :class:`workbench.core.session.Session`'s: paths, arrays, torch datasets or loaders.
+    """
+
+    def __init__(self, model: Any = "sample:resnet-fashion", *, data: Any = None, calib: Any = None,
+                 metric: Any = None, metric_name: str | None = None, preprocessing: Any = None,
+                 example_inputs: Any = None, threads: int | None = None,
                  batch: int = 1, quick_samples: int = 1000, auto_build: bool = False,
                  refine: bool = True, measure_baseline: bool = True) -> None:
         self.threads, self.batch, self.quick_samples = threads, batch, quick_samples
+        self._data, self._calib, self._example_inputs = data, calib, example_inputs
+        self._metric = {"metric": metric, "metric_name": metric_name, "preprocessing": preprocessing}
         self.session: Session | None = None
         self.current: BuildRecord | None = None
         self.netron = NetronServer()
@@ -84,11 +90,12 @@ class Workbench:
     # -- layout ---------------------------------------------------------------------------------
     def _build_ui(self, model: str, auto_build: bool, refine: bool) -> None:
         samples = [f"sample:{n}" for n in SAMPLES]
-        self.w_model = W.Combobox(value=model, options=samples, description="Model",
+        self.w_model = W.Combobox(value=model if isinstance(model, str) else "", options=samples, description="Model",
                                   placeholder="sample:NAME or a path to .onnx", layout=W.Layout(width="420px"))
         self.w_upload = W.FileUpload(accept=".onnx", multiple=False, description="Upload .onnx")
         self.w_load = W.Button(description="Load", icon="folder-open")
         self.w_summary = W.HTML()
+        self.data_box = DataBox(self.load_data, self._guard)
         self.w_load.on_click(lambda _: self._guard(lambda: self.load(self.w_model.value)))
         self.w_upload.observe(lambda _: self._guard(self._load_upload), names="value")
 
@@ -156,6 +163,7 @@ class Workbench:
         self.widget = W.VBox([
             W.HTML("<h3 style='margin:4px 0'>Inference workbench</h3>"),
             W.HBox([self.w_model, self.w_load, self.w_upload]), self.w_summary,
+            W.HTML("<b>Data</b>"), self.data_box.widget,
             W.HTML("<b>Device</b>"), W.HBox(list(self.w_devices.values())), self.w_device_notes,
             W.HTML("<b>Passes</b> (applied top to bottom)"), *rows,
             W.HBox([self.w_build, self.w_auto, self.w_refine]),
@@ -194,10 +202,12 @@ class Workbench:
         self.w_stage.value = f"{stage}: {done}/{total}"
 
     # -- model and device -----------------------------------------------------------------------
-    def load(self, model: str, measure: bool = True) -> None:
-        """Load a model (sample name or path) and measure its baseline."""
-        m = load_model(model)
-        self.model_ref = model
+    def load(self, model: Any, measure: bool = True) -> None:
+        """Load a model (sample name, path or torch module) and measure its baseline."""
+        ex = self._example_inputs
+        m = load_model(model) if ex is None or isinstance(model, (str, Path)) else \
+            load_model(model, example_inputs=ex)  # type: ignore[call-arg]
+        self.model_ref = model if isinstance(model, (str, Path)) else None
         s = summarize(m)
         note = "<br><b style='color:#c62828'>random weights: latency only, accuracy means nothing</b>" \
             if s.latency_only else ""
@@ -205,13 +215,27 @@ class Workbench:
         self.w_summary.value = (
             f"<div class='wb-summary'><b>{html.escape(s.name)}</b>: {html.escape(ins)}; "
             f"{s.nodes} nodes, {s.params / 1e6:.2f} M params, {s.macs / 1e6:.1f} M MACs, "
-            f"{s.size_bytes / 1e6:.2f} MB{note}</div>")
+            f"{s.size_bytes / 1e6:.2f} MB{note}{conversion_html(m)}</div>")
         self.session = Session(m, device=self.device, batch=self.batch, threads=self.threads,
-                               quick_samples=self.quick_samples)
+                               quick_samples=self.quick_samples, data=self._data, calib=self._calib,
+                               **self._metric)
+        self.data_box.show(self.session)
         self.current = None
         if measure:
             self._stage("measuring the baseline")
             self.session.measure(self.session.baseline, progress=self._progress)
+        self._render()
+
+    def load_data(self, data: Any = "", calib: Any = "") -> None:
+        """Evaluation data (a path, or empty: keep the current) and calibration data (a path,
+        ``random``, or empty: the default) for the loaded model; the baseline is measured again."""
+        assert self.session is not None
+        data = data if not (isinstance(data, str) and not data.strip()) else self._data
+        calib = calib if not (isinstance(calib, str) and not calib.strip()) else None
+        self.session.set_data(data, calib.strip() if isinstance(calib, str) else calib)
+        self._data, self._calib = data, calib
+        self.current = None
+        self.data_box.show(self.session)
         self._render()
 
     def _load_upload(self) -> None:
@@ -353,6 +377,12 @@ class Workbench:
         from ..core.search import search  # noqa: PLC0415
 
         assert self.session is not None
+        if self.model_ref is None or self._metric["metric"] is not None or \
+                not isinstance(self._data, (str, type(None))):
+            raise UsageError("the search scores top-1 in worker processes, from a model path and a "
+                             "labeled data path", "give the model and data as paths, without metric=")
+        if self._data is not None:
+            options.setdefault("data", str(self._data))
         res = search(self.model_ref, device=self.device, cache_dir=str(self.session.cache.root),
                      progress=self.search_tab.progress, **options)
         self.search_result = res
@@ -407,7 +437,10 @@ class Workbench:
         rec = self.current
         if rec is not None:
             d = s.deltas(rec)
-            self.w_deltas.value = self._deltas_html(rec, d)
+            nolabel = ("" if s.data is not None and s.data.labels is not None or not rec.accuracy else
+                       "<div class='wb-nolabels'>no labels: accuracy is fidelity to the baseline on "
+                       f"{rec.accuracy.samples} samples</div>")
+            self.w_deltas.value = build_warnings_html(rec) + nolabel + deltas_html(rec, d)
             with self.fig_deltas.batch_update():
                 self._replace(self.fig_deltas, delta_bars(d))
         series = {"baseline": (rec.baseline_latency if rec else s.baseline.latency)}
@@ -415,8 +448,9 @@ class Workbench:
             series["first look" if rec.preview else f"#{rec.index}"] = rec.latency
         self._replace(self.fig_latency, latency_distribution(
             {k: v.samples_ms for k, v in series.items() if v is not None}))
-        self._replace(self.fig_pareto, pareto(s.rows(), current=rec.index if rec else None))
-        self.w_history.value = self._history_html(s.rows(), rec.index if rec else None)
+        self._replace(self.fig_pareto, pareto(s.rows(), current=rec.index if rec else None,
+                                              accuracy_key=s.score_key, y_title=s.score_name))
+        self.w_history.value = history_html(s.rows(), rec.index if rec else None, s.metric_name)
         self._replace(self.fig_graph, self._graph_of(rec or s.baseline, s.baseline.model if rec else None))
         for trace in self.fig_graph.data[1:]:  # nodes: a click keeps the node in float and rebuilds
             trace.on_click(self._node_clicked)
@@ -445,46 +479,3 @@ class Workbench:
             fw.add_traces(list(fig.data))
             if not same_layout:
                 fw.layout = fig.layout
-
-    @staticmethod
-    def _deltas_html(rec: BuildRecord, d: dict[str, dict[str, Any]]) -> str:
-        a = rec.accuracy
-        which = (("full labeled set" if a.full else f"subset of {a.samples}") if a else
-                 "quick subset: being measured" if not rec.error else "n/a")
-        if rec.preview:
-            which = "being measured on the real build"
-        ci = f" (95% CI {a.top1_ci[0]:.4f}-{a.top1_ci[1]:.4f})" if a and a.top1_ci else ""
-        cells = []
-        for key, v in d.items():
-            color = "#616161" if v["same"] else GOOD if v["better"] else BAD
-            if key in ("top1", "top1_agreement"):
-                change = f"{100 * v['delta']:+.2f} pt"
-                cur = f"{v['current']:.4f}"
-            elif key.endswith("bytes"):
-                change = f"{100 * (v['ratio'] - 1):+.1f}%"
-                cur = f"{v['current'] / 1e6:.2f} MB"
-            else:
-                change = f"x{v['ratio']:.2f}" if key != "throughput" else f"x{v['ratio']:.2f}"
-                cur = f"{v['current']:.3f}"
-            cells.append(f"<tr><td>{key}</td><td>{cur}</td><td class='wb-delta' data-metric='{key}' "
-                         f"style='color:{color};font-weight:bold'>{change}</td></tr>")
-        err = f"<div style='color:{BAD}'>{html.escape(rec.error)}</div>" if rec.error else ""
-        head = (f"<div class='wb-preview' style='color:#8d6e63'>{html.escape(rec.preview)}</div>"
-                if rec.preview else "")
-        return (f"<div class='wb-results'>{head}<b>{'#' + str(rec.index) if not rec.preview else 'first look:'} "
-                f"{html.escape(rec.label)}</b> on {rec.device}; "
-                f"accuracy on the {which}{ci}; latency interleaved with the baseline in the same run."
-                f"<table><tr><th>metric</th><th>now</th><th>vs baseline</th></tr>{''.join(cells)}</table>{err}</div>")
-
-    @staticmethod
-    def _history_html(rows: list[dict[str, Any]], current: int | None) -> str:
-        def f(v: Any, fmt: str) -> str:
-            return "-" if v is None else format(v, fmt)
-        body = "".join(
-            f"<tr style='{'background:#fff3e0' if r['index'] == current else ''}'><td>{r['index']}</td>"
-            f"<td title='{html.escape(r['label'], quote=True)}'>{html.escape(_short(r['label']))}</td>"
-            f"<td>{f(r['top1'], '.4f')}"
-            f"{'' if r['top1_full'] else ' *'}</td><td>{f(r['p50_ms'], '.3f')}</td><td>{f(r['speedup_p50'], '.2f')}</td>"
-            f"<td>{r['size_bytes'] / 1e6:.2f}</td></tr>" for r in rows)
-        return ("<table class='wb-history'><tr><th>#</th><th>recipe</th><th>top-1</th><th>p50 ms</th>"
-                f"<th>speed-up</th><th>MB</th></tr>{body}</table><small>* on the quick subset</small>")

@@ -229,12 +229,14 @@ def evaluate(
     shapes: dict[str, tuple[int, ...]] | None = None,
     values: dict[str, np.ndarray] | None = None,
     progress: Progress | None = None,
+    preprocessing: Any = None,
     **engine_options: Any,
 ) -> EvalResult:
     """Top-1/top-5 on labeled data, and fidelity to ``reference`` when one is given.
 
     Without data, a sample model uses its own test set; any other model needs ``data`` or a
     ``reference`` (then it is compared on ``limit`` random inputs, 100 by default).
+    ``preprocessing`` (a Preprocessing, a dict or ``--preprocess`` text) applies to image data.
     """
     if limit is not None and limit < 1:
         raise UsageError(f"limit must be >= 1, got {limit}")
@@ -247,7 +249,7 @@ def evaluate(
     elif data is None and ref is not None and not m.source.startswith("sample:"):
         ds = random_dataset(m, limit or 100, shapes=_with_values_shapes(shapes, values), values=values)
     else:
-        ds = load_dataset(data, m)
+        ds = load_dataset(data, m, preprocessing)
     if ds.labels is None and ref is None:
         raise DataError(f"{ds.source} has no labels, so accuracy cannot be measured",
                         "give labeled data (a 'labels' array) or --reference MODEL for fidelity")
