@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .commands import EXTRA  # noqa: PLC0415
 
-    for name in (*EXTRA, "workbench.commands.convert"):
+    for name in EXTRA:
         importlib.import_module(name).register(sub)
     return p
 

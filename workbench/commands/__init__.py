@@ -7,4 +7,4 @@ lazily, inside the command functions, so ``workbench --help`` stays fast.
 
 from __future__ import annotations
 
-EXTRA: tuple[str, ...] = ("workbench.commands.bundle", "workbench.commands.tuning")
+EXTRA: tuple[str, ...] = ("workbench.commands.bundle", "workbench.commands.tuning", "workbench.commands.convert")

@@ -28,8 +28,8 @@ from ..errors import UsageError, WorkbenchError
 from .data_box import DataBox, build_warnings_html, conversion_html
 from .figures import BAD, delta_bars, latency_distribution, pareto
 from .graph import graph_figure
-from .results_html import deltas_html, history_html
 from .netron_view import NetronServer
+from .results_html import deltas_html, history_html
 from .search_tab import SearchTab
 
 __all__ = ["Workbench"]
