@@ -93,7 +93,7 @@ def lab(tmp_path):
     # Serve a copy of the notebooks: JupyterLab autosaves outputs into the files it runs.
     root = tmp_path / "root"
     shutil.copytree(Path(__file__).resolve().parents[1] / "notebooks", root / "notebooks",
-                    ignore=shutil.ignore_patterns("exported_build", "uploaded_models"))
+                    ignore=shutil.ignore_patterns("exported_build", "exported_own_model", "uploaded_models"))
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
                IPYTHONDIR=str(tmp_path / "ipy"), JUPYTER_TOKEN=TOKEN, JUPYTER_PLATFORM_DIRS="1")
     log = open(tmp_path / "lab.log", "wb")
@@ -230,6 +230,18 @@ def test_workbench_in_jupyterlab(browser, lab):
         assert "Conv" in frame.locator("#canvas").text_content()
         page.locator(frame_sel).scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / "04_netron.png"))
+
+        # The user's own data through the panel's Data row (issue 17): a .npz path, then Load data.
+        data_file = Path(__file__).resolve().parents[1] / "sample_models" / "fashion_mnist_test.npz"
+        box = page.locator(".widget-text", has_text="eval data").locator("input")
+        box.scroll_into_view_if_needed()
+        box.fill(str(data_file))
+        box.press("Enter")
+        page.locator("button.widget-button", has_text="Load data").click()
+        expect(page.locator(".wb-data").first).to_contain_text("fashion_mnist_test.npz", timeout=180_000)
+        expect(page.locator(".wb-data").first).to_contain_text("10000 samples, labeled")
+        page.locator(".wb-data").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "05_own_data.png"))
         timings["done"] = time.monotonic() - t0
         assert panel.count() >= 1
     except Exception:

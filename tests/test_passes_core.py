@@ -17,7 +17,8 @@ from workbench import load_dataset, load_model
 from workbench.core.build import optimize, write_build
 from workbench.core.cache import BuildCache
 from workbench.core.passes import PassContext, Recipe, all_passes, get_pass
-from workbench.errors import PassError, UsageError
+from workbench.core.passes.base import PassResult
+from workbench.errors import UsageError
 
 
 def run_ref(proto: onnx.ModelProto, feeds: dict) -> np.ndarray:
@@ -114,15 +115,48 @@ def test_registry_describes_every_pass():
         assert d["summary"] and all(o["help"] for o in d["options"])
 
 
-def test_a_failing_pass_raises_pass_error_not_a_broken_model():
+def test_a_failing_pass_declines_and_returns_the_model_unchanged():
+    # Was: raised PassError. A valid model must never end in an exception from a pass.
     class Broken(get_pass("fold")):
         name = "broken"
 
         def call(self, model, ctx):
             raise RuntimeError("boom")
 
-    with pytest.raises(PassError, match="broken failed on this model: RuntimeError: boom"):
-        Broken()(tiny_cnn(), PassContext())
+    proto = tiny_cnn()
+    res = Broken()(proto, PassContext())
+    assert not res.report.modified
+    assert res.model.SerializeToString() == proto.SerializeToString()
+    assert res.report.declined == [{"what": "the whole model", "reason":
+                                    "broken failed on this model (RuntimeError: boom); returned unchanged"}]
+
+
+def test_a_pass_that_would_break_the_model_declines_instead():
+    class Breaker(get_pass("fold")):
+        name = "breaker"
+
+        def call(self, model, ctx):
+            model.graph.node[0].input[0] = "nowhere"
+            report = self.new_report()
+            report.modified = True
+            return PassResult(model, report)
+
+    proto = tiny_cnn()
+    res = Breaker()(proto, PassContext())
+    assert not res.report.modified and res.model.graph == proto.graph
+    reason = res.report.declined[0]["reason"]
+    assert reason.startswith("breaker would have produced an invalid model (") and "workbench bug" not in reason
+
+
+def test_usage_errors_still_raise():
+    class Bad(get_pass("fold")):
+        name = "bad"
+
+        def call(self, model, ctx):
+            raise UsageError("bad: option x is wrong")
+
+    with pytest.raises(UsageError, match="option x is wrong"):
+        Bad()(tiny_cnn(), PassContext())
 
 
 def test_cache_hit_corruption_and_off_switch(tmp_path):

@@ -130,6 +130,11 @@ def test_torch_dataloader_and_dataset():
     assert np.array_equal(ds.inputs["x"], X) and np.array_equal(ds.labels, Y)
     ds2 = as_dataset(tds, m, limit=7)  # one sample per item: stacked
     assert np.array_equal(ds2.inputs["x"], X[:7]) and ds2.labels.tolist() == Y[:7].tolist()
+    # Inputs only: TensorDataset(x) yields (x,), a DataLoader over it [batch]: unlabeled data.
+    only = TensorDataset(torch.from_numpy(X))
+    for src in (only, DataLoader(only, batch_size=6)):
+        ds3 = as_dataset(src, m)
+        assert np.array_equal(ds3.inputs["x"], X) and ds3.labels is None
     s = Session(tiny_cnn(), data=DataLoader(tds, batch_size=8), threads=1, latency_budget_s=0.1,
                 quick_samples=24)
     s.measure(s.baseline)

@@ -106,6 +106,8 @@ def _collect(items: Iterable[Any], ins: list[TensorSpec], what: str, limit: int 
     unlabeled = n = count = 0
     for item in items:
         count += 1
+        if isinstance(item, (tuple, list)) and len(item) == 1:
+            item = item[0]  # TensorDataset(x), and a DataLoader over it: (x,) with no labels
         x, y = (item[0], item[1]) if _is_pair(item, ins) else (item, None)
         feeds, _ = _batched(_as_inputs(x, ins, f"{what} item {count - 1}"), ins)
         rows = len(next(iter(feeds.values())))

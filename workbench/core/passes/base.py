@@ -7,6 +7,7 @@ exactly what it did, what it declined to touch, and why.
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -15,10 +16,13 @@ from typing import Any, ClassVar
 
 import onnx
 
-from ...errors import PassError, UsageError
+from ...errors import DataError, UsageError
 from ..model import proto_size
+from .safety import scrub_new_attributes, validation_error
 
 __all__ = ["Option", "PassContext", "PassReport", "PassResult", "Pass"]
+
+_log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -177,21 +181,37 @@ class Pass(ABC):
         t0 = time.perf_counter()
         try:
             result = self.call(work, ctx)
-        except (UsageError, PassError):
+        except (UsageError, DataError):  # the user's options or data: theirs to fix
             raise
-        except Exception as e:  # a library failed on this model: say which pass, keep the cause
-            raise PassError(f"{self.name} failed on this model: {type(e).__name__}: {e}",
-                            f"leave {self.name} out of the recipe, or exclude the nodes it fails on") from e
+        except Exception as e:  # noqa: BLE001  (a library failed on this model: decline, keep the cause)
+            _log.warning("%s failed on this model", self.name, exc_info=True)
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            return self._unchanged(model, before, t0, f"{self.name} failed on this model "
+                                   f"({type(e).__name__}: {first}); returned unchanged")
+        scrubbed = scrub_new_attributes(result.model) if result.report.modified else []
+        if scrubbed:
+            result.report.notes.append(f"dropped attributes newer than the model's opset (at their "
+                                       f"default values): {', '.join(sorted(set(scrubbed)))}")
         result.report.wall_s = time.perf_counter() - t0
         result.report.nodes_before = before
         result.report.nodes_after = len(result.model.graph.node)
-        if proto_size(result.model) < 2**31 - 1:
-            try:
-                onnx.checker.check_model(result.model)
-            except onnx.checker.ValidationError as e:
-                raise PassError(f"{self.name} produced an invalid model: {str(e).splitlines()[0]}",
-                                "this is a workbench bug; please report it with the model") from e
+        if result.report.modified and proto_size(result.model) < 2**31 - 1:
+            problem = validation_error(result.model)
+            if problem is not None:
+                _log.warning("%s produced an invalid model: %s", self.name, problem)
+                return self._unchanged(model, before, t0, f"{self.name} would have produced an invalid "
+                                       f"model ({problem}); returned unchanged")
         return result
+
+    def _unchanged(self, model: onnx.ModelProto, before: int, t0: float, reason: str) -> PassResult:
+        """The input model, unchanged, with a report that declines the whole model."""
+        report = self.new_report()
+        report.decline("the whole model", reason)
+        report.nodes_before = report.nodes_after = before
+        report.wall_s = time.perf_counter() - t0
+        same = onnx.ModelProto()
+        same.CopyFrom(model)
+        return PassResult(same, report)
 
     @abstractmethod
     def call(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:

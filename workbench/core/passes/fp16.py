@@ -24,6 +24,7 @@ from ...errors import UsageError
 from ..model import proto_size
 from .base import Option, Pass, PassContext, PassReport, PassResult
 from .registry import register
+from .safety import QUANT_OPS, RNN_OPS, already_quantized, ort_crashes
 
 __all__ = ["Fp16Pass", "FP16_MAX", "default_block_ops", "activation_max_abs", "toposort"]
 
@@ -199,6 +200,12 @@ class Fp16Pass(Pass):
 
         o = self.opts
         report = self.new_report()
+        why = already_quantized(model)
+        if why:  # int32 accumulators and float32 scales of integer kernels overflow float16
+            report.decline("the whole model", why.replace("quantizing again would stack scales on "
+                           "integer tensors", "float16 around integer kernels gains little, and their "
+                           "int32 accumulators (cast to float) overflow float16"))
+            return PassResult(model, report)
         block_ops = sorted({b for t in o["block_ops"] for b in (default_block_ops() if t == "default" else [t])})
         names = {n.name for n in model.graph.node}
         missing = [n for n in o["exclude"] if n not in names]
@@ -213,6 +220,14 @@ class Fp16Pass(Pass):
                 blocked[node.name] = f"op type {node.op_type} is in block_ops"
         for name in o["exclude"]:
             blocked.setdefault(name, "exclude option")
+        for node in model.graph.node:
+            if node.op_type in QUANT_OPS:
+                blocked.setdefault(node.name, f"{node.op_type} is a quantized op: it and its float "
+                                              "scales stay float32 (Casts at its edges)")
+            elif node.op_type in RNN_OPS:
+                blocked.setdefault(node.name, f"ONNX Runtime's CPU provider has no float16 {node.op_type} "
+                                              "kernel (onnxruntime 1.32 crashed creating a session for "
+                                              "one): kept in float32")
 
         feeds: list[dict[str, np.ndarray]] = []
         reference: list[list[np.ndarray]] = []
@@ -233,6 +248,10 @@ class Fp16Pass(Pass):
                                        disable_shape_infer=proto_size(model) >= _2GB)
         round_trips = _drop_round_trips(out.graph)
         toposort(out.graph)
+        crash = ort_crashes(out)
+        if crash:  # e.g. ORT 1.32's NchwcTransformer on a float16 Conv -> MaxPool -> Transpose
+            report.decline("the whole model", f"{crash}; returned unchanged (float32)")
+            return PassResult(model, report)
         for name, reason in sorted(blocked.items()):
             report.exclude(name, reason)
         fp16_values = _float16_tensors(out)

@@ -28,6 +28,7 @@ from onnxscript.rewriter.rules import common as R
 from ..model import proto_size
 from .base import Option, Pass, PassContext, PassReport, PassResult, decline_control_flow, default_opset
 from .registry import register
+from .safety import upgrade_ir
 
 __all__ = ["FoldPass", "FusePass"]
 
@@ -109,6 +110,9 @@ class FoldPass(Pass):
         report = self.new_report()
         if decline_control_flow(model, report):
             return PassResult(model, report)
+        ir_note = upgrade_ir(model)  # IR 3 initializers are graph inputs: the rewriter sees no constants
+        if ir_note:
+            report.notes.append(ir_note)
         before = Counter(n.op_type for n in model.graph.node)
         m = _to_ir(model)
         optimizer.fold_constants(m)
@@ -152,8 +156,12 @@ class FusePass(Pass):
             model = folded.model
             report.fused.update(folded.report.fused)
             report.declined.extend(folded.report.declined)
+            report.notes.extend(folded.report.notes)
         if decline_control_flow(model, report):
             return PassResult(model, report)
+        ir_note = upgrade_ir(model)
+        if ir_note:
+            report.notes.append(ir_note)
         opset = default_opset(model)
         rules = {k: v for k, v in _FUSE_RULES.items() if opset >= _MIN_OPSET.get(k, 0)}
         for k in _FUSE_RULES.keys() - rules.keys():

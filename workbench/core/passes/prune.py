@@ -27,6 +27,7 @@ from onnx import numpy_helper
 from ...errors import UsageError
 from .base import Option, Pass, PassContext, PassReport, PassResult
 from .registry import register
+from .safety import already_quantized
 
 __all__ = ["MagnitudePrunePass", "SemiStructuredPrunePass", "layer_name"]
 
@@ -47,6 +48,16 @@ def check_exclude(model: onnx.ModelProto, exclude: list[str], report: PassReport
         if e not in names:
             report.decline(f"exclude {e}", "no node of that name in the graph")
     return set(exclude)
+
+
+def decline_quantized(model: onnx.ModelProto, report: PassReport) -> bool:
+    """A model that is quantized already has integer weights (or weights behind DequantizeLinear):
+    decline it whole, with what was found; True when declined."""
+    why = already_quantized(model)
+    if why:
+        report.decline("the whole model", why.split(":")[0] + ": its weights are integers (or "
+                       "behind DequantizeLinear); prune the float model, then quantize")
+    return why is not None
 
 
 def zlib_size(arrays: list[np.ndarray]) -> int:
@@ -175,8 +186,15 @@ class _PrunePass(Pass):
             raise UsageError(f"{self.name}: min_size must be >= 0, got {self.opts['min_size']}")
 
     def _layers(self, model: onnx.ModelProto, report: PassReport) -> list[_Layer]:
+        why = decline_quantized(model, report)
+        if why:
+            return []
         exclude = check_exclude(model, self.opts["exclude"], report)
-        return _find_layers(model, self.opts["op_types"], exclude, self.opts["min_size"], report)
+        layers = _find_layers(model, self.opts["op_types"], exclude, self.opts["min_size"], report)
+        if not layers and not report.declined and not report.excluded:
+            report.decline("the whole model", f"no {'/'.join(self.opts['op_types'])} node of its main "
+                           "graph has a constant float weight")
+        return layers
 
 
 _COMMON = (

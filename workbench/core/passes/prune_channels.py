@@ -50,7 +50,7 @@ from onnx import helper, numpy_helper
 
 from ...errors import UsageError
 from .base import Option, Pass, PassContext, PassReport, PassResult
-from .prune import check_exclude, layer_name
+from .prune import check_exclude, decline_quantized, layer_name
 from .registry import register
 
 __all__ = ["ChannelPrunePass", "find_groups", "ChannelGroup"]
@@ -467,10 +467,16 @@ class ChannelPrunePass(Pass):
             raise UsageError("prune-channels: reconstruct=true needs calibration data",
                              "give --calib DATA, or reconstruct=false")
         report = self.new_report({**o, "reconstruct": reconstruct})
+        if decline_quantized(model, report):
+            return PassResult(model, report)
         original = onnx.ModelProto()
         original.CopyFrom(model)
         exclude = check_exclude(model, o["exclude"], report)
         groups = find_groups(model)
+        if not groups:
+            report.decline("the whole model", "no Conv output channels to prune (structured pruning "
+                           "removes Conv filters and follows their consumers)")
+            return PassResult(model, report)
         init_names = {i.name for i in model.graph.initializer}
         weighted = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")
                     and len(n.input) > 1 and n.input[1] in init_names]

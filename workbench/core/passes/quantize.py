@@ -18,8 +18,9 @@ pairs around the operators, which ONNX Runtime and TensorRT fuse into integer ke
   by two weighted operators; the outputs of weighted operators are left to TensorRT's fusions.
 
 ``int8-dynamic`` is ``quantize_dynamic``: int8 weights, activations quantized at run time. It suits
-MatMul-heavy models (transformers, LSTMs); on convolution nets on CPU it is slower than FP32
-(ConvInteger has no fast kernels; ``benchmarks/passes_quant.py`` measures it).
+MatMul-heavy models (transformers, LSTMs). By default it leaves Conv in float: ConvInteger has no
+fast CPU kernels (2.6-5x slower than FP32 here; ``benchmarks/passes_quant.py``); ``ops=...+Conv``
+includes it. Both passes decline models that are quantized already.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from ..machine import cpu_isa
 from ..model import proto_size
 from .base import Option, Pass, PassContext, PassReport, PassResult, decline_control_flow, default_opset
 from .registry import register
+from .safety import already_quantized, upgrade_ir
 
 __all__ = ["Int8Scheme", "resolve_int8_scheme", "Int8Pass", "Int8DynamicPass"]
 
@@ -59,6 +61,10 @@ CPU_DEVICES = {"cpu", "ort-cpu"}
 VNNI = ("AVX-512 VNNI", "AVX-VNNI", "AMX-INT8")
 CALIB_BATCH = 16  # calibration batch when the model's batch axis is free
 _2GB = 2**31 - 1
+# int8-dynamic's default op types: quantize_dynamic's (IntegerOpsRegistry) less Conv.
+DYNAMIC_OPS = ("MatMul", "Attention", "LSTM", "Gather", "Transpose", "EmbedLayerNormalization")
+CONV_NOTE = ("Conv left in float: ONNX Runtime's ConvInteger kernel ran 2.6-5x slower than FP32 Conv on "
+             "x86 CPUs (batch 1, 2 threads); include it with ops=MatMul+Attention+LSTM+Gather+Conv")
 
 
 @dataclass(frozen=True)
@@ -324,6 +330,21 @@ def _check_excludes(model: onnx.ModelProto, names: list[str], pass_name: str) ->
                          f"node names look like: {sample}{', ...' if len(known) > 8 else ''}")
 
 
+def _decline_unsupported(model: onnx.ModelProto, report: PassReport) -> bool:
+    """Decline control flow and already-quantized models (True: return the model as it is);
+    otherwise move IR 3 models to IR 4, which the quantizer's new initializers need."""
+    if decline_control_flow(model, report):
+        return True
+    why = already_quantized(model)
+    if why:
+        report.decline("the whole model", why)
+        return True
+    note = upgrade_ir(model)
+    if note:
+        report.notes.append(note)
+    return False
+
+
 def _check_op_types(names: list[str], pass_name: str) -> None:
     for t in names:
         if not t or not (t[0].isupper() or "." in t):
@@ -554,7 +575,7 @@ class Int8Pass(Pass):
             "symmetric_weights")})
         report = self.new_report()
         _check_excludes(model, o["exclude"], self.name)
-        if decline_control_flow(model, report):
+        if _decline_unsupported(model, report):
             return PassResult(model, report)
         model, scheme = _opset_for_qdq(model, scheme, report)
         renamed = _name_nodes(model)
@@ -680,13 +701,22 @@ class Int8DynamicPass(Pass):
         Option("reduce_range", str, "auto",
                "7-bit weights (auto: true on x86 CPUs without VNNI, whose u8 x s8 kernels saturate)",
                choices=AUTO_BOOL),
+        Option("ops", list, list(DYNAMIC_OPS),
+               "op types to quantize (default: all of quantize_dynamic's but Conv, whose ConvInteger "
+               "runs slower than FP32 on CPUs; add it with ops=MatMul+Attention+LSTM+Gather+Conv)"),
         Option("exclude", list, [], "node names to keep in float"),
         Option("exclude_op_types", list, [], "op types to keep in float (e.g. Conv)"),
         Option("preprocess", bool, True, "run ONNX Runtime's quant_pre_process first"),
     )
 
     def validate(self) -> None:
+        from onnxruntime.quantization.registry import IntegerOpsRegistry  # noqa: PLC0415
+
         _check_op_types(self.opts["exclude_op_types"], self.name)
+        bad = [t for t in self.opts["ops"] if t not in IntegerOpsRegistry]
+        if bad or not self.opts["ops"]:
+            raise UsageError(f"int8-dynamic: ops {bad or '(empty)'} not among quantize_dynamic's op types",
+                             f"choose from {'+'.join(IntegerOpsRegistry)}")
 
     def call(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
@@ -696,7 +726,7 @@ class Int8DynamicPass(Pass):
         report = self.new_report()
         family = _device_family(ctx.device)
         _check_excludes(model, o["exclude"], self.name)
-        if decline_control_flow(model, report):
+        if _decline_unsupported(model, report):
             return PassResult(model, report)
         renamed = _name_nodes(model)
         if renamed:
@@ -705,7 +735,7 @@ class Int8DynamicPass(Pass):
         isa = cpu_isa()
         vnni = any(v in isa for v in VNNI) or _is_arm(isa)
         rr = _tri(o["reduce_range"], not vnni and family == "cpu")
-        op_types = [t for t in IntegerOpsRegistry if t not in set(o["exclude_op_types"])]
+        op_types = [t for t in o["ops"] if t in IntegerOpsRegistry and t not in set(o["exclude_op_types"])]
         large = proto_size(model) > _2GB
         with tempfile.TemporaryDirectory(prefix="workbench-int8dyn-") as d:
             tmp = Path(d)
@@ -749,6 +779,12 @@ class Int8DynamicPass(Pass):
                                 "on convolution nets this is usually much slower than FP32 (measured "
                                 "0.3x on ResNet-50 and 0.2x on the sample, AVX2, 2 threads); use int8 (static) for "
                                 "conv nets, or exclude_op_types=Conv")
+        left = sorted({n.op_type for n in pre.graph.node} & ({"Conv"} - set(op_types)))
+        if left:
+            report.notes.append(CONV_NOTE)
+        if {n.op_type for n in pre.graph.node} & {"Gemm", "GRU", "RNN"}:
+            report.notes.append("Gemm, GRU and RNN stay in float: quantize_dynamic has no integer "
+                                "form for them (only MatMul, Attention, LSTM, Gather, Conv, ...)")
         if family != "cpu":
             report.notes.append(f"dynamic quantization targets ONNX Runtime's CPU provider; on "
                                 f"{ctx.device} prefer int8 (static, TensorRT placement) or fp16")
@@ -759,5 +795,9 @@ class Int8DynamicPass(Pass):
             "dynamic_quantize_linear": ops.get("DynamicQuantizeLinear", 0),
             "weights_bytes": {"before": _model_bytes(model), "after": _model_bytes(out)},
         })
-        report.modified = bool(report.quantized)
+        if not report.quantized:
+            report.decline("the whole model", f"no node of the op types {'+'.join(op_types)} could be "
+                           "quantized" + ("" if not left else f" ({CONV_NOTE})") + "; returned unchanged")
+            return PassResult(model, report)
+        report.modified = True
         return PassResult(out, report)
