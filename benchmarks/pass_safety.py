@@ -55,7 +55,7 @@ def main() -> int:
 
 def _markdown(rows: list[dict], what: dict[str, str], passes: list[str], counts: Counter) -> str:
     cell = {"built": "built", "declined": "declined", "failed": "**FAILED**"}
-    lines = ["# Pass safety on the generated zoo", "",
+    lines = ["## Pass safety on the generated zoo", "",
              "Every pass on every model of `tests/zoo.py` (generated locally, seeded): **built** = ONNX "
              "Runtime (CPU) loads and runs the result on the baseline's random inputs, same output names "
              "and shapes, finite where the baseline is; **declined** = a reason and the model unchanged. "
