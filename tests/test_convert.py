@@ -203,3 +203,30 @@ def test_no_torch_gives_install_hint():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "needs PyTorch" in out.stdout and "onnx-inference-workbench[torch]" in out.stdout, out.stderr
+
+
+def test_session_and_panel_take_a_module(tmp_path, monkeypatch):
+    """`Session(module, example_inputs=...)` and `Workbench(module, ...)` convert on the spot: the
+    baseline is the converted model, and the panel's model line shows the conversion fidelity."""
+    from workbench.core.session import Session
+    from workbench.ui import Workbench
+
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    module, x = SmallCNN(), torch.randn(2, 3, 8, 8)
+    opts = {"exporter": "torchscript", "fidelity_samples": 1}
+    s = Session(module, example_inputs=(x[:1],), convert_options=opts, latency_budget_s=0.05,
+                quick_samples=8, data=x.numpy())
+    assert s.source.conversion["exporter"] == "torchscript"
+    rec = s.measure(s.baseline)
+    assert rec.latency is not None and rec.accuracy.samples == 2
+    panel = Workbench(module, example_inputs=(x[:1],), convert_options=opts, data=x.numpy(),
+                      quick_samples=8, measure_baseline=False)
+    try:
+        assert "wb-conversion" in panel.w_summary.value and "torchscript" in panel.w_summary.value
+        assert "max abs error" in panel.w_summary.value
+        out = panel.session.source.proto
+        got = ort.InferenceSession(out.SerializeToString()).run(None, {"x": x.numpy()})[0]
+        assert np.abs(got - _torch(module, x)).max() <= 1e-5
+    finally:
+        panel.close()

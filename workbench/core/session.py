@@ -119,7 +119,8 @@ class Session:
 
     Args:
         model: a path, ``sample:NAME``, a ``ModelProto``, or a ``torch.nn.Module`` (with
-            ``example_inputs``, converted by ``load_model``).
+            ``example_inputs``, converted by ``load_model``; ``convert_options`` go to
+            ``core.convert.convert_torch``: exporter, opset, dynamic_axes, ...).
         data: evaluation data: a path (``.npz``, image folder), ``sample:NAME``, a Dataset, NumPy
             arrays (one array, a dict by input name, or ``(inputs, labels)``), a torch Dataset or
             DataLoader, or an iterable of ``(inputs, labels)`` / inputs (see
@@ -148,6 +149,7 @@ class Session:
         metric_name: str | None = None,
         preprocessing: Preprocessing | dict | str | None = None,
         example_inputs: Any = None,
+        convert_options: dict[str, Any] | None = None,
         batch: int = 1,
         threads: int | None = None,
         latency_budget_s: float = 1.0,
@@ -156,7 +158,7 @@ class Session:
         cache: BuildCache | None = None,
     ) -> None:
         self.source = load_model(model) if example_inputs is None else \
-            load_model(model, example_inputs=example_inputs)  # type: ignore[call-arg]
+            load_model(model, example_inputs=example_inputs, **(convert_options or {}))
         if metric is not None and not callable(metric):
             raise UsageError(f"metric must be a callable, got {type(metric).__name__}",
                              "give metric(outputs: dict[str, np.ndarray], labels) -> float")

@@ -68,11 +68,13 @@ class Workbench:
 
     def __init__(self, model: Any = "sample:resnet-fashion", *, data: Any = None, calib: Any = None,
                  metric: Any = None, metric_name: str | None = None, preprocessing: Any = None,
-                 example_inputs: Any = None, threads: int | None = None,
+                 example_inputs: Any = None, convert_options: dict[str, Any] | None = None,
+                 threads: int | None = None,
                  batch: int = 1, quick_samples: int = 1000, auto_build: bool = False,
                  refine: bool = True, measure_baseline: bool = True) -> None:
         self.threads, self.batch, self.quick_samples = threads, batch, quick_samples
         self._data, self._calib, self._example_inputs = data, calib, example_inputs
+        self._convert_options = convert_options or {}
         self._metric = {"metric": metric, "metric_name": metric_name, "preprocessing": preprocessing}
         self.session: Session | None = None
         self.current: BuildRecord | None = None
@@ -206,7 +208,7 @@ class Workbench:
         """Load a model (sample name, path or torch module) and measure its baseline."""
         ex = self._example_inputs
         m = load_model(model) if ex is None or isinstance(model, (str, Path)) else \
-            load_model(model, example_inputs=ex)  # type: ignore[call-arg]
+            load_model(model, example_inputs=ex, **self._convert_options)
         self.model_ref = model if isinstance(model, (str, Path)) else None
         s = summarize(m)
         note = "<br><b style='color:#c62828'>random weights: latency only, accuracy means nothing</b>" \
