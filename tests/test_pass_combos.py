@@ -15,8 +15,16 @@ from workbench.core.cache import BuildCache
 FAST = {"int8": "int8:samples=64", "prune-channels": "prune-channels:samples=200",
         "fp16": "fp16:samples=16"}
 ALONE = ["fold", "fuse", "fp16", "int8", "int8-dynamic", "prune-magnitude", "prune-2:4", "prune-channels"]
-COMBOS = ["fuse,int8", "prune-channels,int8", "fuse,prune-channels,int8", "fuse,fp16",
-          "prune-channels,fp16", "prune-2:4,int8", "prune-magnitude,fuse", "fold,fuse,prune-channels"]
+# Each pass runs alone above; the combinations are the orders users pick. prune-channels (its
+# reconstruction is the slow part) appears in one combination here: `prune-channels,int8`,
+# `prune-channels,fp16` and `fold,fuse,prune-channels` repeated it (~45 s each in CI) for nothing
+# `fuse,prune-channels,int8` does not already check. Every pass on 13 other models:
+# tests/test_pass_safety.py.
+COMBOS = ["fuse,int8", "fuse,prune-channels,int8", "fuse,fp16", "prune-2:4,int8", "prune-magnitude,fuse"]
+# ResNet-50 (random weights, 25 M parameters) checks validity at scale: the three combinations
+# cover every pass but fold, int8-dynamic and the magnitude prunes, which are checked on the sample
+# and the zoo (each pass alone on ResNet-50 took 30-50 s in CI).
+RESNET50 = ["fuse,int8", "prune-channels,int8", "fuse,fp16"]
 
 
 def _spell(recipe: str) -> str:
@@ -46,7 +54,7 @@ def test_sample_recipe(sample, recipe):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", ALONE + ["fuse,int8", "prune-channels,int8", "fuse,fp16"])
+@pytest.mark.parametrize("recipe", RESNET50)
 def test_resnet50_recipe(recipe):
     """Random weights: only validity, runnability and finite outputs are meaningful here."""
     m = load_model("sample:resnet50")

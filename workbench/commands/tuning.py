@@ -4,6 +4,9 @@ build within an accuracy budget)."""
 from __future__ import annotations
 
 import argparse
+import importlib
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import UsageError
 from .common import print_json, progress
@@ -47,34 +50,63 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     return 0
 
 
+def resolve_metric(ref: str) -> Callable[..., Any]:
+    """``pkg.module:function`` (or ``pkg.module.function``) imported and looked up."""
+    mod_name, sep, attr = ref.partition(":")
+    if not sep:
+        mod_name, _, attr = ref.rpartition(".")
+    if not mod_name or not attr:
+        raise UsageError(f"--metric {ref!r} is not MODULE:FUNCTION", "e.g. --metric mypkg.metrics:miou")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise UsageError(f"--metric: cannot import {mod_name!r}: {e}",
+                         "put the module on PYTHONPATH (or install its package)") from e
+    fn: Any = mod
+    for part in attr.split("."):
+        fn = getattr(fn, part, None)
+        if fn is None:
+            raise UsageError(f"--metric: {mod_name!r} has no {attr!r}", "check the function's name")
+    if not callable(fn):
+        raise UsageError(f"--metric {ref!r} is a {type(fn).__name__}, not a function",
+                         "give metric(outputs: dict[str, np.ndarray], labels) -> float")
+    return fn  # type: ignore[no-any-return]
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from ..core.search import search  # noqa: PLC0415
 
+    metric = resolve_metric(args.metric) if args.metric else None
     r = search(args.model, device=args.device, budget_points=args.budget, objective=args.objective,
                trials=args.trials, seed=args.seed, executor=args.executor, address=args.address,
-               workers=args.workers, data=args.data, screen_samples=args.screen_samples,
+               workers=args.workers, data=args.data, calib=args.calib, metric=metric,
+               metric_name=args.metric_name, screen_samples=args.screen_samples,
                final_samples=args.final_samples, max_exclude=args.max_exclude, threads=args.threads,
                progress=progress(args))
     if args.json:
         print_json(r.to_dict())
         return 0
+    unit = r.drop_label  # "pt top-1", "pt top-1 agreement" or "drop in <metric>"
+    fmt = (lambda v: f"{v:+.4g} ({unit})") if r.score == "metric" else (lambda v: f"{v:+.2f} {unit}")
     print(f"{r.model} on {r.device}: {len(r.trials)} trials, objective {r.objective} (ratio to the "
-          f"baseline, lower is better), budget {r.budget_points} pt, seed {r.seed}, "
+          f"baseline, lower is better), budget {r.budget_points:g} ({unit}), seed {r.seed}, "
           f"{r.conditions['executor']['executor']} executor, {r.wall_s:.0f} s")
-    print("Pareto frontier (screened top-1 drop vs cost):")
+    for note in r.notes:
+        print(f"  note: {note}")
+    print(f"Pareto frontier (screened {r.score_name} drop vs cost):")
     for n in r.pareto:
         t = r.trial(n)
-        print(f"  #{n:<3} drop {t.drop_points:+.2f} pt  cost {t.cost:.3f}  {t.recipe}")
+        print(f"  #{n:<3} drop {fmt(t.drop_points)}  cost {t.cost:.3f}  {t.recipe}")
     b = r.best_trial
     if b is None:
-        print("no build within the budget on the full labeled set")
+        print("no build within the budget on the full evaluation set")
         return 0
     assert b.final is not None
-    print(f"best within {r.budget_points} pt: #{b.number} {b.recipe}")
+    print(f"best within {r.budget_points:g} ({unit}): #{b.number} {b.recipe}")
     cost = b.final.get("cost", b.cost)
     how = " (finalists measured side by side)" if "cost" in b.final else ""
-    print(f"  cost {cost:.3f} ({1 / cost:.2f}x){how}, top-1 drop {b.final['drop_points']:+.2f} pt on "
-          f"{b.final['samples']} images")
+    print(f"  cost {cost:.3f} ({1 / cost:.2f}x){how}, {r.score_name} drop {fmt(b.final['drop_points'])} on "
+          f"{b.final['samples']} samples")
     return 0
 
 
@@ -102,16 +134,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("search", help="search recipes for the best build within an accuracy budget")
     s.add_argument("model")
     s.add_argument("--device", default="cpu")
-    s.add_argument("--budget", type=float, required=True, help="allowed top-1 drop, in points")
+    s.add_argument("--budget", type=float, required=True,
+                   help="allowed drop: top-1 points (labeled data), the metric's own units (--metric), "
+                        "or points of top-1 agreement with the baseline (unlabeled data)")
     s.add_argument("--objective", default="latency", choices=("latency", "throughput", "size"))
     s.add_argument("--trials", type=int, default=24)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--executor", default="local", choices=("local", "ray"))
     s.add_argument("--address", help="Ray cluster address (auto, ray://HOST:10001); default: a local instance")
     s.add_argument("--workers", type=int, help="parallel trials (default: 2 locally, the cluster's CPUs on Ray)")
-    s.add_argument("--data", help="labeled data (default: the sample's test set)")
-    s.add_argument("--screen-samples", type=int, default=2000, help="labeled images scoring each trial")
-    s.add_argument("--final-samples", type=int, help="labeled images for the finalists (default: all)")
+    s.add_argument("--data", help="evaluation data: .npz, image folder or sample:NAME (default: the "
+                                  "sample's test set); without labels the budget is on top-1 agreement")
+    s.add_argument("--calib", help="calibration data, or 'random' for a latency-only look (default: the "
+                                   "sample's own, else the first 512 samples of --data)")
+    s.add_argument("--metric", help="MODULE:FUNCTION, metric(outputs, labels) -> float, higher is better; "
+                                    "the budget is then in its units")
+    s.add_argument("--metric-name", help="the metric's name in the output (default: the function's)")
+    s.add_argument("--screen-samples", type=int, default=2000, help="samples scoring each trial")
+    s.add_argument("--final-samples", type=int, help="samples for the finalists (default: all)")
     s.add_argument("--max-exclude", type=int, default=3, help="most sensitive int8 layers the search may "
                                                               "keep in float")
     s.add_argument("--threads", type=int, help="threads for the latency measurements")

@@ -24,7 +24,7 @@ from ..core.passes.registry import all_passes
 from ..core.samples import SAMPLES
 from ..core.session import BuildRecord, Session
 from ..core.summary import summarize
-from ..errors import UsageError, WorkbenchError
+from ..errors import WorkbenchError
 from .data_box import DataBox, build_warnings_html, conversion_html
 from .figures import BAD, delta_bars, latency_distribution, pareto
 from .graph import graph_figure
@@ -222,11 +222,19 @@ class Workbench:
                                quick_samples=self.quick_samples, data=self._data, calib=self._calib,
                                **self._metric)
         self.data_box.show(self.session)
+        self._label_budget(self.session.metric_name if self.session.metric is not None else None)
         self.current = None
         if measure:
             self._stage("measuring the baseline")
             self.session.measure(self.session.baseline, progress=self._progress)
         self._render()
+
+    def _label_budget(self, metric_name: str | None = None) -> None:
+        """The Search tab's budget in the units it will be scored in (relabeled from a result)."""
+        s = self.session
+        key = "metric" if metric_name else s.score_key if s else "top1"
+        self.search_tab.label_budget(metric_name if key == "metric" and metric_name else
+                                     "top-1 points" if key == "top1" else "agreement points")
 
     def load_data(self, data: Any = "", calib: Any = "") -> None:
         """Evaluation data (a path, or empty: keep the current) and calibration data (a path,
@@ -238,6 +246,7 @@ class Workbench:
         self._data, self._calib = data, calib
         self.current = None
         self.data_box.show(self.session)
+        self._label_budget(self.session.metric_name if self.session.metric is not None else None)
         self._render()
 
     def _load_upload(self) -> None:
@@ -375,17 +384,28 @@ class Workbench:
     def search(self, **options: Any) -> Any:
         """Search for the best build within an accuracy budget on the selected device
         (``core.search.search``'s options: budget_points, objective, trials, seed, workers, ...);
-        the Search tab shows the trials, the Pareto frontier and the best build."""
+        the Search tab shows the trials, the Pareto frontier and the best build.
+
+        The search gets the session's model, data, calibration and metric: the budget is on the
+        metric (its own units) when one is set, else top-1 points (labeled data), else points of
+        top-1 agreement. Paths travel as paths; data given as objects goes as the session's
+        resolved arrays. With ``workers`` >= 1 the metric must be importable (a module's top level)."""
         from ..core.search import search  # noqa: PLC0415
 
         assert self.session is not None
-        if self.model_ref is None or self._metric["metric"] is not None or \
-                not isinstance(self._data, (str, type(None))):
-            raise UsageError("the search scores top-1 in worker processes, from a model path and a "
-                             "labeled data path", "give the model and data as paths, without metric=")
-        if self._data is not None:
-            options.setdefault("data", str(self._data))
-        res = search(self.model_ref, device=self.device, cache_dir=str(self.session.cache.root),
+        s = self.session
+        as_given = self._metric["preprocessing"] is None  # else only the session's arrays match it
+        if "data" not in options:
+            options["data"] = self._data if as_given and isinstance(self._data, (str, Path, type(None))) \
+                else s.data
+        if "calib" not in options:
+            options["calib"] = self._calib if as_given and isinstance(self._calib, (str, Path, type(None))) \
+                else s.calib
+        options.setdefault("metric", s.metric)
+        options.setdefault("metric_name", s.metric_name)
+        self._label_budget(options["metric_name"] if options["metric"] is not None else None)
+        model = self.model_ref if self.model_ref is not None else s.source  # a torch module: its ONNX
+        res = search(model, device=self.device, cache_dir=str(s.cache.root),
                      progress=self.search_tab.progress, **options)
         self.search_result = res
         self.search_tab.show(res)

@@ -40,9 +40,9 @@ def search_figure(res: SearchResult) -> go.Figure:
                                  marker={"symbol": "star", "size": 18, "color": "#ffb300"},
                                  text=[best.recipe], hoverinfo="text"))
     fig.add_vline(x=res.budget_points, line_dash="dash", line_color=BAD)
-    fig.update_layout(title=f"Search: top-1 drop (points, screening subset) vs {res.objective} cost "
+    fig.update_layout(title=f"Search: {res.drop_label} (screening subset) vs {res.objective} cost "
                             "(ratio to the baseline, lower is better)",
-                      xaxis_title="top-1 drop, points", yaxis_title=f"{res.objective} / baseline",
+                      xaxis_title=res.drop_label, yaxis_title=f"{res.objective} / baseline",
                       height=360, margin={"t": 50, "l": 50, "r": 10, "b": 40})
     return fig
 
@@ -51,6 +51,7 @@ def search_table_html(res: SearchResult) -> str:
     def f(v: Any, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
+    fmt = "+.4g" if res.score == "metric" else "+.2f"
     rows = []
     for t in res.trials:
         style = "background:#fff3e0" if t.number == res.best else ""
@@ -59,16 +60,21 @@ def search_table_html(res: SearchResult) -> str:
                                           "within budget" if t.feasible else "over budget")
         rows.append(
             f"<tr style='{style}'><td>{t.number}</td><td title='{html.escape(t.recipe, quote=True)}'>"
-            f"{html.escape(t.recipe[:70])}</td><td>{f(t.drop_points, '+.2f')}</td>"
-            f"<td>{f(final.get('drop_points'), '+.2f')}</td><td>{f(t.cost, '.3f')}</td>"
+            f"{html.escape(t.recipe[:70])}</td><td>{f(t.drop_points, fmt)}</td>"
+            f"<td>{f(final.get('drop_points'), fmt)}</td><td>{f(t.cost, '.3f')}</td>"
             f"<td>{'*' if t.number in res.pareto else ''}</td><td>{html.escape(status)}</td></tr>")
     best = res.best_trial
-    head = (f"<b>best within {res.budget_points:g} points:</b> <code>{html.escape(best.recipe)}</code> "
-            f"({res.objective} x{best.final.get('cost', best.cost):.3f} of the baseline; top-1 drop "
-            f"{best.final['drop_points']:+.2f} points on {best.final['samples']:,} images)"
+    unit = html.escape(res.drop_label)
+    head = (f"<b>best within {res.budget_points:g} ({unit}):</b> <code>{html.escape(best.recipe)}</code> "
+            f"({res.objective} x{best.final.get('cost', best.cost):.3f} of the baseline; "
+            f"{html.escape(res.score_name)} drop {format(best.final['drop_points'], fmt)} on "
+            f"{best.final['samples']:,} samples)"
             if best is not None and best.final else "<b>no build stayed within the budget</b>")
+    what = (f"baseline {html.escape(res.score_name)} minus the build's, in its own units" if res.score == "metric"
+            else "points of top-1 agreement with the baseline lost" if res.score == "agreement"
+            else "points of top-1 lost against the baseline")
     return (f"<div class='wb-search'>{head}; {len(res.trials)} trials in {res.wall_s:.0f} s. "
-            "Drops are points lost against the baseline (positive = worse).<table class='wb-search-table'>"
+            f"Drops ({unit}) are {what} (positive = worse).<table class='wb-search-table'>"
             "<tr><th>#</th><th>recipe</th><th>drop (subset)</th><th>drop (full set)</th><th>cost</th>"
             f"<th>Pareto</th><th>status</th></tr>{''.join(rows)}</table></div>")
 
@@ -110,6 +116,10 @@ class SearchTab:
         self.widget.set_title(1, "Search")
         self.thread: threading.Thread | None = None
 
+    def label_budget(self, unit: str) -> None:
+        """Name the budget's units: top-1 points, agreement points, or the metric's name."""
+        self.w_budget.description = f"budget ({unit})"
+
     def options(self) -> dict[str, Any]:
         return {"budget_points": self.w_budget.value, "objective": self.w_objective.value,
                 "trials": self.w_trials.value, "seed": self.w_seed.value, "workers": self.w_workers.value}
@@ -119,6 +129,8 @@ class SearchTab:
         self.w_stage.value = f"{html.escape(stage)} {done}/{total}"
 
     def show(self, res: SearchResult) -> None:
+        self.label_budget(res.score_name if res.score == "metric" else
+                          "top-1 points" if res.score == "top1" else "agreement points")
         self.w_table.value = search_table_html(res)
         fig = search_figure(res)
         with self.fig.batch_update():

@@ -31,6 +31,11 @@ class Executor:
         """One task with nothing else of this search running (latency measurements)."""
         return self.map(fn, [item])[0]
 
+    def put(self, obj: Any) -> Any:
+        """What tasks receive for a large object sent to many of them (Ray: an object-store reference,
+        put once; elsewhere the object itself, pickled with each task)."""
+        return obj
+
     def describe(self) -> dict[str, Any]:
         return {"executor": self.name, "workers": self.workers}
 
@@ -111,6 +116,9 @@ class RayExecutor(Executor):
             self._remotes[fn] = self._ray.remote(num_cpus=1, num_gpus=1 if self.gpu else 0,
                                                  max_retries=0)(fn)
         return self._remotes[fn]
+
+    def put(self, obj: Any) -> Any:
+        return self._ray.put(obj)
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         remote = self._remote(fn)

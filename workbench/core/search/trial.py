@@ -1,7 +1,9 @@
 """One trial's work, run in a worker process (local pool or Ray task): build, then measure.
 
-Everything a worker needs travels as plain data (``TrialSpec``); workers load the model and the
-data themselves and keep them for the next trial. Builds go pass by pass through the build cache,
+Everything a worker needs travels as plain data (``TrialSpec``): a model path or sample name,
+data as a path or a :class:`Shipped` NumPy ``Dataset`` the parent resolved once (on Ray, a
+reference into its object store), and the user's metric, pickled by reference. Workers load
+what they are given once and keep it for the next trial. Builds go pass by pass through the build cache,
 so trials that share a prefix (the same pruning, say) reuse it. Accuracy runs with a fixed thread
 count, so the same trial gives the same numbers in any worker, local or remote.
 """
@@ -9,12 +11,14 @@ count, so the same trial gives the same numbers in any worker, local or remote.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ...errors import UsageError
 from ..build import BuildResult, _calibration_for, optimize
 from ..cache import BuildCache
 from ..evaluation.data import Dataset, load_dataset
@@ -24,8 +28,35 @@ from ..model import Model, load_model
 from ..passes.recipe import Recipe
 from ..shapes import random_feeds, resolve_inputs, tensor_specs
 
-__all__ = ["TrialSpec", "TrialOutcome", "LatencySpec", "GroupLatencySpec", "run_trial", "measure_latency",
+__all__ = ["Shipped", "SCORES", "TrialSpec", "TrialOutcome", "LatencySpec", "GroupLatencySpec", "run_trial", "measure_latency",
            "measure_latency_together", "build_chain"]
+
+
+# What a trial's accuracy drop is measured on: top-1 on labeled data (points), the user's metric
+# (its own units), or top-1 agreement with the baseline on unlabeled data (points).
+SCORES = ("top1", "metric", "agreement")
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """Something the parent resolved once and sends to every worker, under a content key the
+    workers cache it by: a ``Dataset``, model bytes, or a Ray ``ObjectRef`` to one of those."""
+
+    key: str
+    value: Any
+
+
+def _unship(x: Any) -> Any:
+    value = x.value if isinstance(x, Shipped) else x
+    if type(value).__name__ == "ObjectRef" and type(value).__module__.startswith("ray"):
+        import ray  # noqa: PLC0415  (only ever reached inside a Ray worker or driver)
+
+        value = ray.get(value)
+    return value
+
+
+def _key(x: Any) -> Any:
+    return x.key if isinstance(x, Shipped) else x
 
 
 @dataclass(frozen=True)
@@ -33,21 +64,28 @@ class TrialSpec:
     """A recipe to build and score (plain data: it crosses process and machine boundaries)."""
 
     number: int
-    model: str  # a path or sample name
+    model: str | Shipped  # a path or sample name, or shipped model bytes
     recipe: dict[str, Any]  # Recipe.to_dict()
     device: str
-    data: str | None  # labeled data (None: the sample's test set)
-    samples: int  # labeled images scored (the first N)
+    data: str | Shipped | None  # evaluation data (None: the sample's test set)
+    samples: int  # samples scored (the first N)
     threads: int = 1
     cache_dir: str | None = None
+    calib: str | Shipped | None = None  # None: the sample's own calibration set; "random"; a path
+    score: str = "top1"  # one of SCORES
+    metric: Callable[[dict[str, np.ndarray], np.ndarray | None], float] | None = None
+    metric_name: str | None = None
 
 
 @dataclass
 class TrialOutcome:
     number: int
     recipe: str
-    top1: float | None = None
+    top1: float | None = None  # top-1 on labeled data (score "top1")
     baseline_top1: float | None = None
+    score: float | None = None  # top-1, the metric's value, or top-1 agreement (per spec.score)
+    baseline_score: float | None = None
+    kind: str = "top1"
     samples: int = 0
     size_bytes: int = 0
     baseline_size_bytes: int = 0
@@ -59,9 +97,10 @@ class TrialOutcome:
 
     @property
     def drop_points(self) -> float | None:
-        if self.top1 is None or self.baseline_top1 is None:
+        """The drop in the budget's units: points of top-1 (or of agreement), or the metric's own."""
+        if self.score is None or self.baseline_score is None:
             return None
-        return (self.baseline_top1 - self.top1) * 100
+        return (self.baseline_score - self.score) * (1 if self.kind == "metric" else 100)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "drop_points": self.drop_points}
@@ -70,25 +109,26 @@ class TrialOutcome:
 _WORKER: dict[str, Any] = {}  # per process: models, data, baseline predictions
 
 
-def _source(name: str) -> Model:
-    key = ("model", name)
+def _source(name: str | Shipped) -> Model:
+    key = ("model", _key(name))
     if key not in _WORKER:
-        _WORKER[key] = load_model(name)  # type: ignore[index]
+        _WORKER[key] = load_model(_unship(name))  # type: ignore[index]
     return _WORKER[key]  # type: ignore[index]
 
 
-def _dataset(model: str, data: str | None) -> Dataset:
-    key = ("data", model, data)
+def _dataset(model: str | Shipped, data: str | Shipped | None) -> Dataset:
+    key = ("data", _key(model), _key(data))
     if key not in _WORKER:
-        _WORKER[key] = load_dataset(data, _source(model))  # type: ignore[index]
+        d = _unship(data)
+        _WORKER[key] = d if isinstance(d, Dataset) else load_dataset(d, _source(model))  # type: ignore[index]
     return _WORKER[key]  # type: ignore[index]
 
 
-def _calibration(model: str) -> Dataset | None:
-    key = ("calib", model)
+def _calibration(model: str | Shipped, calib: str | Shipped | None = None) -> Dataset | None:
+    key = ("calib", _key(model), _key(calib))
     if key not in _WORKER:
         src = _source(model)
-        _WORKER[key] = _calibration_for(src, Recipe(()), None, False, True)  # type: ignore[index]
+        _WORKER[key] = _calibration_for(src, Recipe(()), _unship(calib), False, True)  # type: ignore[index]
     return _WORKER[key]  # type: ignore[index]
 
 
@@ -112,33 +152,75 @@ def _predictions(model: Model, ds: Dataset, n: int, device: str, threads: int) -
     return np.concatenate(preds)
 
 
-def _baseline_top1(spec: TrialSpec, ds: Dataset, n: int) -> float:
-    key = ("base", spec.model, spec.data, n, spec.device, spec.threads)
+def _outputs(model: Model, ds: Dataset, n: int, device: str, threads: int) -> dict[str, np.ndarray]:
+    """Every output over the first ``n`` samples, joined along the sample axis (the metric's input)."""
+    every: dict[str, list[np.ndarray]] = {}
+    with make_runner(model, device, threads=threads) as runner:
+        for feeds, _ in ds.batches(250, n):
+            for k, v in runner.infer(feeds).items():
+                every.setdefault(k, []).append(np.asarray(v))
+    return {k: np.concatenate(v) if v[0].ndim else np.stack(v) for k, v in every.items()}
+
+
+def _run_metric(spec: TrialSpec, outputs: dict[str, np.ndarray], labels: np.ndarray | None) -> float:
+    try:
+        value = spec.metric(outputs, labels)  # type: ignore[misc]
+    except Exception as e:  # noqa: BLE001  (the user's code: name it, keep the cause)
+        raise UsageError(f"the metric {spec.metric_name!r} failed: {type(e).__name__}: {e}",
+                         "it is called as metric(outputs: dict[str, np.ndarray], labels)") from e
+    try:
+        return float(value)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"the metric {spec.metric_name!r} returned {type(value).__name__}, not a number",
+                         "return one float, higher is better") from e
+
+
+def _baseline(spec: TrialSpec, ds: Dataset, n: int) -> Any:
+    """The baseline's score (top-1 or the metric) or, for agreement, its predictions; once per worker."""
+    key = ("base", _key(spec.model), _key(spec.data), n, spec.device, spec.threads, spec.score,
+           spec.metric_name)
     if key not in _WORKER:
-        p = _predictions(_source(spec.model), ds, n, spec.device, spec.threads)
-        _WORKER[key] = float(np.mean(p == ds.labels[:n]))  # type: ignore[index]
+        src = _source(spec.model)
+        if spec.score == "metric":
+            labels = None if ds.labels is None else ds.labels[:n]
+            value: Any = _run_metric(spec, _outputs(src, ds, n, spec.device, spec.threads), labels)
+        else:
+            p = _predictions(src, ds, n, spec.device, spec.threads)
+            value = p if spec.score == "agreement" else float(np.mean(p == ds.labels[:n]))  # type: ignore[index]
+        _WORKER[key] = value  # type: ignore[index]
     return _WORKER[key]  # type: ignore[index]
 
 
 def run_trial(spec: TrialSpec) -> TrialOutcome:
-    """Build ``spec.recipe`` through the cache and score top-1 on ``spec.samples`` labeled images."""
+    """Build ``spec.recipe`` through the cache and score it on ``spec.samples`` samples: top-1 on
+    labeled data, the user's metric, or top-1 agreement with the baseline (``spec.score``)."""
     recipe = Recipe.from_dict(spec.recipe)
-    out = TrialOutcome(spec.number, recipe.label())
+    out = TrialOutcome(spec.number, recipe.label(), kind=spec.score)
     try:
         src = _source(spec.model)
         cache = BuildCache(Path(spec.cache_dir)) if spec.cache_dir else BuildCache()
         t0 = time.perf_counter()
-        model, stages = build_chain(src, recipe, spec.device, _calibration(spec.model), cache)
+        model, stages = build_chain(src, recipe, spec.device, _calibration(spec.model, spec.calib), cache)
         out.build_s = time.perf_counter() - t0
         out.cache_hits = sum(s.cache_hit for s in stages)
         out.reports = [r.to_dict() for s in stages for r in s.reports]
         ds = _dataset(spec.model, spec.data)
-        if ds.labels is None:
+        if spec.score == "top1" and ds.labels is None:
             raise ValueError(f"{ds.source} has no labels")
         n = min(spec.samples, len(ds))
         out.samples = n
-        out.baseline_top1 = _baseline_top1(spec, ds, n)
-        out.top1 = float(np.mean(_predictions(model, ds, n, spec.device, spec.threads) == ds.labels[:n]))
+        if spec.score == "metric":
+            out.baseline_score = _baseline(spec, ds, n)
+            labels = None if ds.labels is None else ds.labels[:n]
+            out.score = _run_metric(spec, _outputs(model, ds, n, spec.device, spec.threads), labels)
+        elif spec.score == "agreement":
+            out.baseline_score = 1.0
+            base = _baseline(spec, ds, n)
+            out.score = float(np.mean(_predictions(model, ds, n, spec.device, spec.threads) == base))
+        else:
+            out.baseline_top1 = out.baseline_score = _baseline(spec, ds, n)
+            p = _predictions(model, ds, n, spec.device, spec.threads)
+            out.top1 = out.score = float(np.mean(p == ds.labels[:n]))  # type: ignore[index]
         out.size_bytes, out.baseline_size_bytes = model.size_bytes, src.size_bytes
         out.fingerprint = model.fingerprint
     except Exception as e:  # noqa: BLE001  (a failed trial is a result: the search goes on)
@@ -149,13 +231,14 @@ def run_trial(spec: TrialSpec) -> TrialOutcome:
 @dataclass(frozen=True)
 class LatencySpec:
     number: int
-    model: str
+    model: str | Shipped
     recipe: dict[str, Any]
     device: str
     batch: int = 1
     threads: int | None = None
     budget_s: float = 2.0
     cache_dir: str | None = None
+    calib: str | Shipped | None = None
 
 
 def measure_latency(spec: LatencySpec) -> dict[str, Any]:
@@ -164,7 +247,7 @@ def measure_latency(spec: LatencySpec) -> dict[str, Any]:
     recipe = Recipe.from_dict(spec.recipe)
     src = _source(spec.model)
     cache = BuildCache(Path(spec.cache_dir)) if spec.cache_dir else BuildCache()
-    model, _ = build_chain(src, recipe, spec.device, _calibration(spec.model), cache)
+    model, _ = build_chain(src, recipe, spec.device, _calibration(spec.model, spec.calib), cache)
     ins, _ = tensor_specs(src.proto.graph)
     feeds = random_feeds(resolve_inputs(ins, batch=spec.batch))
     opts = {"threads": spec.threads} if spec.threads else {}
@@ -195,7 +278,7 @@ class GroupLatencySpec:
     """Several builds of one model, measured together with the baseline (the finalists)."""
 
     numbers: tuple[int, ...]
-    model: str
+    model: str | Shipped
     recipes: tuple[dict[str, Any], ...]
     device: str
     batch: int = 1
@@ -203,6 +286,7 @@ class GroupLatencySpec:
     rounds: int = 8
     budget_s: float = 0.3  # per build per round
     cache_dir: str | None = None
+    calib: str | Shipped | None = None
 
 
 def measure_latency_together(spec: GroupLatencySpec) -> dict[int, dict[str, Any]]:
@@ -212,7 +296,7 @@ def measure_latency_together(spec: GroupLatencySpec) -> dict[int, dict[str, Any]
     than their differences."""
     src = _source(spec.model)
     cache = BuildCache(Path(spec.cache_dir)) if spec.cache_dir else BuildCache()
-    calib = _calibration(spec.model)
+    calib = _calibration(spec.model, spec.calib)
     models = [build_chain(src, Recipe.from_dict(r), spec.device, calib, cache)[0] for r in spec.recipes]
     ins, _ = tensor_specs(src.proto.graph)
     feeds = random_feeds(resolve_inputs(ins, batch=spec.batch))
