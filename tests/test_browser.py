@@ -184,6 +184,9 @@ def test_workbench_in_jupyterlab(browser, lab):
         # What tests/test_notebook.py checks of the other notebooks' runs (this test is the one
         # that executes notebook 01 in CI): the whole story ran to the end.
         assert "best within 1 point:" in text and "(10000 images)" in text, text[-2000:]
+        # The sample's accuracy target, on the full test set: the baseline row after refinement.
+        base = re.search(r"#0 top-1 (0\.\d+) \(10000 images\)", text)
+        assert base and float(base.group(1)) >= 0.93, text[-2000:]
         assert "exported" in text
         panel = page.locator(".jp-OutputArea-output .widget-vbox").first
         expect(page.locator(".wb-summary").first).to_contain_text("sample:resnet-fashion")

@@ -93,9 +93,12 @@ def test_eval_with_labels_and_reference(model_file, tmp_path):
     assert d["sqnr_db"] is not None
 
 
-def test_eval_sample_full_test_set_meets_target():
-    d = run_json("eval", "sample:resnet-fashion", "--batch", "500")
-    assert d["samples"] == 10_000
+def test_eval_sample_meets_target():
+    # The full 10,000-image figure is checked where notebook 01 refines the baseline on all of
+    # them (tests/test_browser.py); here the CLI's eval on the first 2,000 (another 10,000 took
+    # ~45 s of CI for the same number).
+    d = run_json("eval", "sample:resnet-fashion", "--batch", "500", "--limit", "2000")
+    assert d["samples"] == 2_000
     assert d["top1"] >= 0.93
 
 
