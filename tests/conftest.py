@@ -97,3 +97,14 @@ def sample_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("sample")
     shutil.copy(SAMPLE, d / SAMPLE.name)
     return d / SAMPLE.name
+
+
+# The longest files first: on scripts/test's 2 xdist workers (--dist loadfile,
+# --no-loadscope-reorder) each starts on one of them while the other takes the many short files.
+# pytest-xdist would otherwise order files by test count, which put the one-test browser file last.
+_LONGEST_FIRST = ("test_browser.py", "test_notebook.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ARG001
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(_LONGEST_FIRST)))  # stable
