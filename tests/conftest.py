@@ -108,3 +108,12 @@ _LONGEST_FIRST = ("test_browser.py", "test_notebook.py")
 def pytest_collection_modifyitems(config, items) -> None:  # noqa: ARG001
     rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(_LONGEST_FIRST)))  # stable
+
+
+# On scripts/test's xdist workers, each worker's sessions get cores / workers threads (kernels,
+# servers and subprocesses the tests start inherit it): two workers with ONNX Runtime's default
+# of every core each ran ~2x slower per test than serially (spinning thread pools fighting).
+if os.environ.get("PYTEST_XDIST_WORKER") and "WORKBENCH_THREADS" not in os.environ:
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    os.environ["WORKBENCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
+    os.environ.setdefault("OMP_NUM_THREADS", os.environ["WORKBENCH_THREADS"])

@@ -97,3 +97,12 @@ def test_every_gpu_is_listed_as_its_own_device(monkeypatch, capsys):
     assert main(["devices"]) == 0
     out = capsys.readouterr().out
     assert "cuda:0  NVIDIA H200, 140 GiB" in out and "cuda:1  NVIDIA H200" in out
+
+
+def test_workbench_threads_caps_the_default(monkeypatch):
+    from workbench.core.engines.ort_cpu import default_threads
+
+    monkeypatch.setenv("WORKBENCH_THREADS", "1")
+    assert default_threads() == 1
+    monkeypatch.setenv("WORKBENCH_THREADS", "nope")  # ignored: physical cores
+    assert default_threads() >= 1

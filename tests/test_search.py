@@ -62,7 +62,9 @@ def test_local_and_ray_executors_give_identical_results_for_a_fixed_seed(tmp_pat
     ray_mod.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         with RayExecutor(workers=2) as rex:
-            remote = _run(rex, tmp_path / "ray-cache")
+            # The same build cache: builds are deterministic (tests/test_bundle.py rebuilds them
+            # byte for byte); what differs here is where trials run and how results come back.
+            remote = _run(rex, tmp_path / "local-cache")
             assert rex.describe()["cluster_cpus"] == 2
         # GPU trials ask Ray for one GPU each (the remote function's resources, no GPU needed here)
         gpu = RayExecutor(workers=1, device="cuda")

@@ -140,14 +140,21 @@ def _sample_ranking(cache_dir, limit: int | None):
 
 
 @pytest.fixture(scope="module")
-def sample_ranking(tmp_path_factory):
-    """CI version: the first 7 weighted layers in graph order (an uninformed subset) are ranked."""
-    return _sample_ranking(tmp_path_factory.mktemp("sens-cache"), 7)
+def sens_cache(tmp_path_factory):
+    """One build cache for both rankings: the 7-layer ranking's leave-one-out builds are a subset of
+    the all-layer one's (builds are deterministic; two caches built each of them twice)."""
+    return tmp_path_factory.mktemp("sens-cache")
 
 
 @pytest.fixture(scope="module")
-def sample_ranking_all(tmp_path_factory):
-    return _sample_ranking(tmp_path_factory.mktemp("sens-cache-all"), None)
+def sample_ranking(sens_cache):
+    """CI version: the first 7 weighted layers in graph order (an uninformed subset) are ranked."""
+    return _sample_ranking(sens_cache, 7)
+
+
+@pytest.fixture(scope="module")
+def sample_ranking_all(sens_cache):
+    return _sample_ranking(sens_cache, None)
 
 
 def _top_beats_random(ranking_fixture, k: int) -> None:

@@ -26,7 +26,11 @@ EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
 
 
 def default_threads() -> int:
-    """Physical cores, which is what ONNX Runtime picks by default, made explicit for reports."""
+    """Physical cores, which is what ONNX Runtime picks by default, made explicit for reports;
+    ``WORKBENCH_THREADS=N`` caps it (a shared machine, or several test workers on one)."""
+    env = os.environ.get("WORKBENCH_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     try:
         import psutil  # noqa: PLC0415
 
