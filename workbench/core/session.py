@@ -29,7 +29,7 @@ from .cache import BuildCache
 from .evaluation.data import Dataset, Preprocessing, load_dataset, random_dataset
 from .evaluation.latency import LatencyResult, time_callable
 from .evaluation.memory import track_peak_memory
-from .evaluation.metrics import FidelityAccumulator, topk_correct
+from .evaluation.metrics import FidelityAccumulator, call_metric, topk_correct
 from .evaluation.run import make_runner
 from .evaluation.sources import as_dataset, describe
 from .model import Model, ModelSource, load_model
@@ -406,16 +406,7 @@ class Session:
         return bool(outs) and outs[0].shape is not None and len(outs[0].shape) == 2
 
     def _run_metric(self, outputs: dict[str, np.ndarray], labels: np.ndarray | None) -> float:
-        try:
-            value = self.metric(outputs, labels)  # type: ignore[misc]
-        except Exception as e:  # noqa: BLE001  (the user's code: name it, keep the cause)
-            raise UsageError(f"the metric {self.metric_name!r} failed: {type(e).__name__}: {e}",
-                             "it is called as metric(outputs: dict[str, np.ndarray], labels)") from e
-        try:
-            return float(value)
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"the metric {self.metric_name!r} returned {type(value).__name__}, "
-                             "not a number", "return one float, higher is better") from e
+        return call_metric(self.metric, self.metric_name, outputs, labels)
 
     @property
     def score_key(self) -> str:

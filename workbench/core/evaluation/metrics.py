@@ -9,12 +9,27 @@ the flattened outputs; ``max_abs``/``mean_abs`` are over every element; ``sqnr_d
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
-from ...errors import DataError
+from ...errors import DataError, UsageError
 
-__all__ = ["AccuracyResult", "FidelityResult", "topk_correct", "FidelityAccumulator"]
+__all__ = ["AccuracyResult", "FidelityResult", "topk_correct", "FidelityAccumulator", "call_metric"]
+
+
+def call_metric(metric: Any, name: str, outputs: dict[str, np.ndarray], labels: np.ndarray | None) -> float:
+    """The user's ``metric(outputs, labels)`` as a float; its failures are the user's, named."""
+    try:
+        value = metric(outputs, labels)
+    except Exception as e:  # noqa: BLE001  (the user's code: name it, keep the cause)
+        raise UsageError(f"the metric {name!r} failed: {type(e).__name__}: {e}",
+                         "it is called as metric(outputs: dict[str, np.ndarray], labels)") from e
+    try:
+        return float(value)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"the metric {name!r} returned {type(value).__name__}, not a number",
+                         "return one float, higher is better") from e
 
 
 @dataclass(frozen=True)

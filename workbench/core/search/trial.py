@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import UsageError
 from ..build import BuildResult, _calibration_for, optimize
 from ..cache import BuildCache
 from ..evaluation.data import Dataset, load_dataset
 from ..evaluation.latency import time_callable
+from ..evaluation.metrics import call_metric
 from ..evaluation.run import make_runner
 from ..model import Model, load_model
 from ..passes.recipe import Recipe
@@ -163,16 +163,7 @@ def _outputs(model: Model, ds: Dataset, n: int, device: str, threads: int) -> di
 
 
 def _run_metric(spec: TrialSpec, outputs: dict[str, np.ndarray], labels: np.ndarray | None) -> float:
-    try:
-        value = spec.metric(outputs, labels)  # type: ignore[misc]
-    except Exception as e:  # noqa: BLE001  (the user's code: name it, keep the cause)
-        raise UsageError(f"the metric {spec.metric_name!r} failed: {type(e).__name__}: {e}",
-                         "it is called as metric(outputs: dict[str, np.ndarray], labels)") from e
-    try:
-        return float(value)
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"the metric {spec.metric_name!r} returned {type(value).__name__}, not a number",
-                         "return one float, higher is better") from e
+    return call_metric(spec.metric, spec.metric_name, outputs, labels)
 
 
 def _baseline(spec: TrialSpec, ds: Dataset, n: int) -> Any:
