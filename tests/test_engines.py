@@ -16,7 +16,8 @@ HAS_GPU = bool(scan_gpus().gpus)
 
 def test_registry_lists_every_engine_with_a_reason():
     engines = {e.name: e for e in list_engines()}
-    assert set(engines) == {"ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt"}
+    assert set(engines) == {"ort-cpu", "ort-cuda", "ort-tensorrt", "tensorrt", "openvino", "openvino-gpu",
+                            "openvino-npu"}
     assert engines["ort-cpu"].available
     for e in engines.values():
         assert e.reason
@@ -93,7 +94,7 @@ def test_every_gpu_is_listed_as_its_own_device(monkeypatch, capsys):
     monkeypatch.setattr("workbench.core.gpu.scan_gpus", lambda: fake)
     devices = registry.list_devices()
     assert [d.device for d in devices] == ["cpu", "cuda:0", "cuda:1"]
-    assert devices[0].engines == ("ort-cpu",) and devices[2].name == "NVIDIA H200"
+    assert devices[0].engines == ("ort-cpu", "openvino") and devices[2].name == "NVIDIA H200"
     assert main(["devices"]) == 0
     out = capsys.readouterr().out
     assert "cuda:0  NVIDIA H200, 140 GiB" in out and "cuda:1  NVIDIA H200" in out

@@ -60,9 +60,14 @@ def cmd_devices(args: argparse.Namespace) -> int:
     mi = machine_info()
     print(f"CPU: {mi['cpu']} ({mi['physical_cores']} cores; {', '.join(mi['isa']) or 'no SIMD flags read'})")
     print(f"GPU: {scan_gpus().reason}")
-    for d in devices[1:]:
+    for d in (d for d in devices[1:] if d.device.startswith("cuda")):
         print(f"  {d.device:<7} {d.name}, {(d.memory_bytes or 0) / 2**30:.0f} GiB, compute capability "
               f"{d.compute_capability}; engines: {', '.join(d.engines) or 'none available'}")
+    intel = [d for d in devices[1:] if not d.device.startswith("cuda")]  # OpenVINO's GPUs and NPUs
+    if intel:
+        print("Intel GPU/NPU (OpenVINO):")
+    for d in intel:
+        print(f"  {d.device:<15} {d.name}; engines: {', '.join(d.engines)}")
     print("Engines:")
     for e in engines:
         mark = "yes" if e.available else "no "

@@ -145,6 +145,14 @@ def _probe_tensorrt() -> Availability:
     return _all(_gpu, _tensorrt_module, _cuda_python)
 
 
+def _probe_openvino(family: str) -> Callable[[], Availability]:
+    def probe() -> Availability:
+        from .openvino import probe as openvino_probe  # noqa: PLC0415
+
+        return openvino_probe(family)
+    return probe
+
+
 ENGINES: dict[str, EngineEntry] = {
     e.name: e for e in [
         EngineEntry("ort-cpu", "cpu", "ONNX Runtime, CPU execution provider", _probe_cpu, True),
@@ -153,6 +161,11 @@ ENGINES: dict[str, EngineEntry] = {
                     _probe_ort_trt, True),
         EngineEntry("tensorrt", "cuda", "native TensorRT engine (cuda-python buffers)",
                     _probe_tensorrt, True),
+        EngineEntry("openvino", "cpu", "OpenVINO, CPU plugin", _probe_openvino("CPU"), True),
+        EngineEntry("openvino-gpu", "gpu", "OpenVINO, Intel GPU plugin (openvino:GPU[.N])",
+                    _probe_openvino("GPU"), True),
+        EngineEntry("openvino-npu", "npu", "OpenVINO, Intel NPU plugin (openvino:NPU)",
+                    _probe_openvino("NPU"), True),
     ]
 }
 
@@ -190,7 +203,8 @@ class DeviceStatus:
 
 def list_devices() -> list[DeviceStatus]:
     """The CPU and every GPU separately (``cuda:0``, ``cuda:1``, ...), each with the engines that
-    can run on it here. A multi-GPU host lists every GPU; searches place one trial per GPU."""
+    can run on it here. A multi-GPU host lists every GPU; searches place one trial per GPU.
+    Intel GPUs and NPUs that OpenVINO reports follow (``openvino:GPU.0``, ``openvino:NPU``)."""
     from ..machine import machine_info  # noqa: PLC0415
 
     engines = list_engines()
@@ -200,17 +214,34 @@ def list_devices() -> list[DeviceStatus]:
     for g in scan_gpus().gpus:
         out.append(DeviceStatus(f"cuda:{g.index}", g.name, g.memory_bytes, g.compute_capability,
                                 gpu_engines))
+    out += _openvino_devices(engines)
     return out
 
 
+def _openvino_devices(engines: list[EngineStatus]) -> list[DeviceStatus]:
+    """OpenVINO's non-CPU devices, where its engine for them is available."""
+    ready = {e.name for e in engines if e.available and e.name in ("openvino-gpu", "openvino-npu")}
+    if not ready:
+        return []
+    from .openvino import ENGINE_OF_FAMILY, available_devices  # noqa: PLC0415
+
+    return [DeviceStatus(f"openvino:{d}", full, None, None, (ENGINE_OF_FAMILY[d.split(".")[0]],))
+            for d, full in available_devices().items() if ENGINE_OF_FAMILY.get(d.split(".")[0]) in ready]
+
+
 def engine_for_device(device: str) -> EngineEntry:
-    """Map ``cpu``, ``cuda[:N]`` or an engine name to an engine, raising if it cannot run here."""
+    """Map ``cpu``, ``cuda[:N]``, ``openvino[:DEVICE]`` or an engine name to an engine, raising if
+    it cannot run here."""
     key = device.split(":")[0].lower()
     name = _DEVICE_ALIASES.get(key, key)
+    if name.startswith("openvino"):  # openvino:GPU.1 -> openvino-gpu
+        from .openvino import split_device  # noqa: PLC0415
+
+        name = split_device(device)[0] if name in ENGINES else name
     if name not in ENGINES:
         raise EngineUnavailableError(
             f"unknown device or engine {device!r}",
-            f"use one of: {', '.join(['cpu', 'cuda', *ENGINES])} (see `workbench devices`)")
+            f"use one of: {', '.join(['cpu', 'cuda', *ENGINES, 'openvino:DEVICE'])} (see `workbench devices`)")
     entry = ENGINES[name]
     status = next(s for s in list_engines() if s.name == name)
     if not status.available:

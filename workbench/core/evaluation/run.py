@@ -25,14 +25,18 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def make_runner(model: Model, device: str = "cpu", **options: Any) -> Runner:
-    """A runner for ``model`` on ``device`` (``cpu``, ``cuda[:N]``, or an engine name[:N]).
+    """A runner for ``model`` on ``device`` (``cpu``, ``cuda[:N]``, ``openvino[:DEVICE]``, or an
+    engine name[:N]).
 
-    GPU engines take the device index from ``cuda:N`` (or ``device_id=N``). Options are the
-    engine's options class fields (``OrtCpuOptions``, ``OrtCudaOptions``, ``OrtTensorRTOptions``,
-    ``TensorRTOptions``). ``threads=None``, which the CLI always passes, is dropped for GPU engines;
-    native TensorRT ignores ``threads`` and the default ``optimization_level="all"``.
+    GPU engines take the device index from ``cuda:N`` (or ``device_id=N``); OpenVINO takes its
+    device from ``openvino:GPU.1`` (default CPU). Options are the engine's options class fields
+    (``OrtCpuOptions``, ``OrtCudaOptions``, ``OrtTensorRTOptions``, ``TensorRTOptions``,
+    ``OpenVinoOptions``). ``threads=None``, which the CLI always passes, is dropped for GPU engines
+    and OpenVINO; native TensorRT and OpenVINO ignore the default ``optimization_level="all"``.
     """
     entry = engine_for_device(device)
+    if entry.name.startswith("openvino"):
+        return _openvino_runner(model, device, options)
     if entry.name == "ort-cpu":
         from ..engines.ort_cpu import OrtCpuOptions, OrtCpuRunner  # noqa: PLC0415
 
@@ -58,6 +62,29 @@ def make_runner(model: Model, device: str = "cpu", **options: Any) -> Runner:
         raise UsageError(f"bad option for {entry.name}: {e}") from e
     raise EngineUnavailableError(f"engine {entry.name} cannot be built by this version",
                                  "use --device cpu")
+
+
+def _openvino_runner(model: Model, device: str, options: dict[str, Any]) -> Runner:
+    from ..engines.openvino import OpenVinoOptions, OpenVinoRunner, split_device  # noqa: PLC0415
+
+    opts = dict(options)
+    if opts.get("threads") is None:
+        opts.pop("threads", None)
+    if opts.get("optimization_level", "all") == "all":
+        opts.pop("optimization_level", None)
+    if "optimization_level" in opts:
+        raise UsageError("openvino has no optimization_level option (ONNX Runtime's graph optimization "
+                         "level)", "OpenVINO optimizes every graph it compiles; its settings are "
+                         "performance_hint, streams, threads and precision")
+    ir = opts.pop("ir", None)  # a bundle's pre-converted IR (OpenVinoIR)
+    _, ov_device = split_device(device)
+    if ":" in device and "device" in opts and opts["device"].upper() != ov_device:
+        raise UsageError(f"device {device!r} and device={opts['device']!r} disagree")
+    opts.setdefault("device", ov_device)
+    try:
+        return OpenVinoRunner(model, OpenVinoOptions(**opts), ir=ir)
+    except TypeError as e:
+        raise UsageError(f"bad option for openvino: {e}") from e
 
 
 def _gpu_options(engine: str, device: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +202,10 @@ def bench(
         lat = time_callable(fn, batch=actual_batch, warmup=warmup, iterations=iterations,
                             time_budget_s=time_budget_s, on_progress=on)
         e2e = None
-        if runner.engine != "ort-cpu" and runner.settings.get("io_binding", True):
+        # Host-memory engines (ONNX Runtime's CPU provider, OpenVINO's inputs set as host tensors)
+        # have no device-resident timing to tell apart from an end-to-end one.
+        host_io = runner.engine == "ort-cpu" or runner.engine.startswith("openvino")
+        if not host_io and runner.settings.get("io_binding", True):
             on = (lambda d, t: progress("end-to-end", d, t)) if progress else None
             e2e = time_callable(lambda: runner.infer(feeds), batch=actual_batch, warmup=warmup,
                                 iterations=iterations, time_budget_s=time_budget_s, on_progress=on)
