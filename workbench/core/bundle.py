@@ -1,6 +1,7 @@
 """Open and verify engine bundles (see :mod:`workbench.core.export`, which writes them).
 
-Loading is plain data only: JSON, ONNX protobuf and TensorRT plans are read, nothing is imported
+Loading is plain data only: JSON, ONNX protobuf, TensorRT plans and OpenVINO IR (XML and its
+weights) are read, nothing is imported
 or executed from the folder. Every file name in the manifest must be a plain name inside the
 folder, every file's size and sha256 must match before anything is parsed, and the engine options
 a manifest may set are an allow-list of plain settings (no paths, modules or free-form entries).
@@ -19,6 +20,7 @@ from typing import Any
 
 from ..errors import BundleError
 from .engines.base import Runner
+from .engines.openvino import OpenVinoIR
 from .engines.registry import engine_for_device
 from .evaluation.run import make_runner
 from .machine import cpu_isa, machine_info
@@ -52,6 +54,7 @@ class Bundle:
     engine_model: Model | None  # ONNX Runtime's optimized graph, where it can run here
     plan: bytes | None  # TensorRT's serialized engine, where it can run here
     warnings: list[str] = field(default_factory=list)
+    ir: OpenVinoIR | None = None  # OpenVINO IR (engine.xml + engine.bin), where it can run here
 
     @property
     def device(self) -> str:
@@ -75,6 +78,8 @@ class Bundle:
         opts = dict(eng.get("options") or {})
         if self.plan is not None:
             opts = {**eng["run_options"], "plan": self.plan}
+        if self.ir is not None:
+            opts = {**eng["run_options"], "ir": self.ir}
         return self.model, device, opts
 
     def runner(self, device: str | None = None, **overrides: Any) -> Runner:
@@ -158,6 +163,10 @@ def _version_warnings(m: dict[str, Any]) -> tuple[list[str], bool]:
 
     if name == "tensorrt":
         runtime, was, now = "tensorrt", rt.get("tensorrt"), here.get("tensorrt")
+    elif str(name).startswith("openvino"):
+        from .engines import openvino  # noqa: PLC0415
+
+        runtime, was, now = "openvino", eng.get("openvino"), openvino.openvino_version()
     else:
         runtime, was, now = "onnxruntime", ort(rt), ort(here)
     if was != now:
@@ -184,6 +193,7 @@ def _version_warnings(m: dict[str, Any]) -> tuple[list[str], bool]:
     if unsafe and eng.get("artifact"):
         out.append(f"{eng['artifact']} is not used here: the bundle runs model.onnx "
                    + ("and TensorRT builds a new engine" if name == "tensorrt"
+                      else "and OpenVINO reads it from ONNX again" if str(name).startswith("openvino")
                       else "and ONNX Runtime optimizes it again"))
     return out, unsafe
 
@@ -199,6 +209,8 @@ SAFE_OPTIONS = {
                      "profile_shapes", "io_binding", "cuda_graph", "optimization_level", "threads"},
     "tensorrt": {"device_id", "precision", "batch_range", "profile_shapes", "builder_optimization_level",
                  "workspace_bytes", "sparse_weights", "detailed_profile", "module", "threads"},
+    **{name: {"device", "threads", "streams", "performance_hint", "precision"}  # no cache_dir (a path)
+       for name in ("openvino", "openvino-gpu", "openvino-npu")},
 }
 _TRT_MODULES = {"tensorrt", "tensorrt_rtx_bindings"}
 
@@ -232,6 +244,7 @@ def open_bundle(folder: Path, m: dict[str, Any], verify: bool) -> Bundle:
     art = _safe_file(folder, eng["artifact"], files) if eng.get("artifact") is not None else None
     if eng.get("timing_cache") is not None:
         _safe_file(folder, eng["timing_cache"], files)
+    weights = _safe_file(folder, eng["weights"], files) if eng.get("weights") is not None else None
     if verify:
         _verify_files(folder, files)
     source = m["source"].get("source") or ""
@@ -242,13 +255,17 @@ def open_bundle(folder: Path, m: dict[str, Any], verify: bool) -> Bundle:
                             f"says {str(m['output'].get('fingerprint'))[:19]}...")
     model = dataclasses.replace(model, source=label)
     notes, unsafe = _version_warnings(m) if verify else ([], False)
-    engine_model = plan = None
+    engine_model = plan = ir = None
     if art is not None and not unsafe:
         if eng.get("artifact_kind") == "tensorrt serialized engine":
             plan = art.read_bytes()
+        elif eng.get("artifact_kind") == "openvino ir":
+            if weights is None:
+                raise _fail(folder, "the manifest names no weights file for its OpenVINO IR")
+            ir = OpenVinoIR(art.read_bytes(), weights.read_bytes(), model.fingerprint, art.name)
         else:
             engine_model = dataclasses.replace(load_model(art, check=False), source=label)
-    return Bundle(folder, m, model, engine_model, plan, notes)
+    return Bundle(folder, m, model, engine_model, plan, notes, ir)
 
 
 def load_bundle(path: str | Path, *, warn: bool = True) -> Bundle:

@@ -6,6 +6,7 @@ A bundle is what leaves the workbench: a deployment loads it, a colleague reprod
 DIR/model.onnx       the optimized model (the recipe's output)
 DIR/engine.onnx      ONNX Runtime engines: the graph ONNX Runtime optimized (optimized_model_filepath)
 DIR/engine.plan      native TensorRT: the serialized engine; DIR/timing.cache its timing cache
+DIR/engine.xml       OpenVINO: the model converted to OpenVINO IR, DIR/engine.bin its weights (as built)
 DIR/manifest.json    source fingerprint, resolved recipe, pass reports, engine and session options,
                      device, library versions, calibration hash, measured metrics and conditions,
                      and the size and sha256 of every file above
@@ -222,10 +223,41 @@ def _engine_section(build: BuildResult, engine: str, device: str, tmp: Path,
                    run_options=_options_dict(o))
         sec["notes"].append("a TensorRT plan runs only with the same TensorRT version on the same GPU "
                             "model; elsewhere the bundle rebuilds the engine from model.onnx")
+    elif engine.startswith("openvino"):
+        _openvino_section(model, device, tmp, options, feeds, sec)
     else:  # ort-tensorrt: ONNX Runtime cannot serialize a graph with compiled TensorRT nodes
         sec["notes"].append("no engine artifact: ONNX Runtime cannot save a graph with TensorRT-compiled "
                             "nodes; the engine is built from model.onnx on first run (cached)")
     return sec
+
+
+def _openvino_section(model: Model, device: str, tmp: Path, options: dict[str, Any],
+                      feeds: dict[str, np.ndarray], sec: dict[str, Any]) -> None:
+    """``engine.xml`` + ``engine.bin``: the model in OpenVINO IR, checked against ONNX Runtime."""
+    from .engines.openvino import OpenVinoIR, ir_fingerprint, openvino_version, save_ir  # noqa: PLC0415
+
+    xml = tmp / "engine.xml"
+    save_ir(model, xml)
+    ir = OpenVinoIR.read(xml, model.fingerprint)
+    with make_runner(model, device, **options, ir=ir) as r:
+        got = r.infer(feeds)
+        compiled = r.settings
+    with make_runner(model, "cpu") as ref:  # model.onnx on ONNX Runtime, the build's own reference
+        check = _compare(ref.infer(feeds), got)
+    compiled.pop("cache_dir", None)
+    sec.update(artifact="engine.xml", artifact_kind="openvino ir", weights="engine.bin",
+               openvino=openvino_version(), openvino_device=compiled["device"],
+               device_name=compiled.get("device_name"), compiled=_options_dict(compiled),
+               run_options=_options_dict(options),
+               verified={**check, "reference": "model.onnx on ONNX Runtime (CPU)"},
+               artifact_fingerprint=ir_fingerprint(ir.xml, ir.weights))
+    sec["notes"].append(f"OpenVINO {compiled.get('openvino')} compiled the IR for {compiled['device']} in "
+                        f"{compiled.get('precision')} (read back from the compiled model); another "
+                        "OpenVINO version runs model.onnx instead")
+    if not check["identical"]:
+        sec["notes"].append(f"the IR's outputs on OpenVINO differ from ONNX Runtime's on model.onnx by up "
+                            f"to {check['max_abs']:.3g} on batch {len(next(iter(feeds.values())))} random "
+                            "inputs")
 
 
 def _measure(bundle: Bundle, source: Model, spec: MeasureSpec,
@@ -305,6 +337,16 @@ def _readme(m: dict[str, Any]) -> str:
                   f"so.intra_op_num_threads = {eng.get('session', {}).get('threads') or 1}",
                   f'sess = ort.InferenceSession("engine.onnx", so, providers={eng.get("session", {}).get("providers") or ["CPUExecutionProvider"]!r})',
                   "```"]
+    if eng.get("artifact") == "engine.xml":
+        from .engines.openvino import OpenVinoOptions, compile_config  # noqa: PLC0415
+
+        opts = {k: v for k, v in (eng.get("run_options") or {}).items() if k != "device"}
+        config = compile_config(OpenVinoOptions(**opts))
+        lines += ["", f"Without the workbench, with OpenVINO {eng.get('openvino')} alone (weights as built):", "",
+                  "```python", "import numpy as np", "import openvino as ov", "",
+                  f'compiled = ov.Core().compile_model("engine.xml", "{eng.get("openvino_device", "CPU")}", '
+                  f"{json.dumps(config)})",
+                  f"outputs = compiled.create_infer_request().infer({{{feeds}}})", "```"]
     if eng.get("notes"):
         lines += ["", *[f"- {n}" for n in eng["notes"]]]
     if (m.get("calibration") or {}).get("random"):
@@ -334,7 +376,7 @@ def export_bundle(build: BuildResult, out_dir: str | Path, *, force: bool = Fals
     if bad:
         raise UsageError(f"the {entry.name} option {bad[0]!r} cannot go into a bundle",
                          f"bundles carry these options only: {', '.join(sorted(SAFE_OPTIONS[entry.name]))}")
-    if entry.name == "ort-cpu" and options.get("threads") is None:
+    if entry.name in ("ort-cpu", "openvino") and options.get("threads") is None:
         from .engines.ort_cpu import default_threads  # noqa: PLC0415
 
         options["threads"] = measure.threads if measure and measure.threads else default_threads()
@@ -542,7 +584,8 @@ def reproduce(manifest_path: str | Path, *, out: str | Path | None = None, sourc
                      "passes' output")
     if art_old and not compared.get(f"{art_old} bytes", {"same": True})["same"] \
             and compared.get(f"{art_old} graph", {}).get("same"):
-        notes.append(f"{art_old}: the bytes differ only in the node names ONNX Runtime generates; the "
+        runtime = "OpenVINO" if str(m["engine"].get("name")).startswith("openvino") else "ONNX Runtime"
+        notes.append(f"{art_old}: the bytes differ only in the node names {runtime} generates; the "
                      "graph and weights are the same (graph fingerprint)")
     if m["engine"].get("name") == "tensorrt":
         notes.append("TensorRT picks kernels by timing them, so a rebuilt plan can differ byte for byte "

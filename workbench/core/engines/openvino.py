@@ -31,7 +31,7 @@ from .base import Availability, Runner
 from .ort_cpu import default_threads  # the same default thread count for both CPU runtimes
 
 __all__ = ["OpenVinoOptions", "OpenVinoIR", "OpenVinoRunner", "probe", "available_devices",
-           "openvino_version", "split_device", "save_ir", "ir_fingerprint", "ENGINE_OF_FAMILY",
+           "openvino_version", "split_device", "save_ir", "ir_fingerprint", "compile_config", "ENGINE_OF_FAMILY",
            "PERFORMANCE_HINTS", "PRECISIONS"]
 
 PERFORMANCE_HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT",
@@ -180,6 +180,20 @@ class OpenVinoOptions:
                              f"use one of {', '.join(PRECISIONS)}, or None for the device default")
 
 
+_OPTION_OF = {"INFERENCE_NUM_THREADS": "threads", "NUM_STREAMS": "streams",
+              "INFERENCE_PRECISION_HINT": "precision"}
+
+
+def compile_config(options: OpenVinoOptions, threads: int | None = None) -> dict[str, Any]:
+    """The ``compile_model`` properties for ``options`` (``threads`` where options leave it unset)."""
+    config: dict[str, Any] = {"PERFORMANCE_HINT": PERFORMANCE_HINTS[options.performance_hint]}
+    for key, value in (("INFERENCE_NUM_THREADS", options.threads or threads),
+                       ("NUM_STREAMS", options.streams), ("INFERENCE_PRECISION_HINT", options.precision)):
+        if value is not None:
+            config[key] = value
+    return config
+
+
 @dataclass(frozen=True)
 class OpenVinoIR:
     """A pre-converted OpenVINO IR (graph XML and weights) of the ONNX model ``source_fingerprint``."""
@@ -287,16 +301,11 @@ class OpenVinoRunner(Runner):
         threads = o.threads
         if threads is None and "INFERENCE_NUM_THREADS" in supported:
             threads = default_threads()
-        config: dict[str, Any] = {"PERFORMANCE_HINT": PERFORMANCE_HINTS[o.performance_hint]}
-        for key, option, value in (("INFERENCE_NUM_THREADS", "threads", threads),
-                                   ("NUM_STREAMS", "streams", o.streams),
-                                   ("INFERENCE_PRECISION_HINT", "precision", o.precision)):
-            if value is None:
-                continue
-            if key not in supported:
+        config = compile_config(o, threads)
+        for key, option in _OPTION_OF.items():
+            if key in config and key not in supported:
                 raise UsageError(f"OpenVINO's {dev} plugin has no {key} setting (the {option} option)",
                                  f"leave {option} unset on {dev}")
-            config[key] = value
         if o.precision is not None:
             caps = list(core.get_property(dev, "OPTIMIZATION_CAPABILITIES"))
             if PRECISIONS[o.precision] not in caps:
