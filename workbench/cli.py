@@ -103,6 +103,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .commands.bundle import target  # noqa: PLC0415
     from .core.evaluation.run import bench  # noqa: PLC0415
 
+    if args.device and ("," in args.device or args.device == "all-cpu") or args.precision or args.hint:
+        from .commands.runtimes import cmd_bench_runtimes  # noqa: PLC0415
+
+        return cmd_bench_runtimes(args)
     shapes, values = shapes_values(args)
     model, device, opts = target(args.model, args.device)  # a bundle runs as exported
     opts.update({k: v for k, v in (("threads", args.threads), ("optimization_level", args.opt_level))
@@ -271,7 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="measure latency and throughput")
     s.add_argument("model", help="a .onnx path, sample:NAME or a bundle folder")
-    s.add_argument("--device", default=None, help="cpu (default), cuda[:N], ...; a bundle's own device")
+    s.add_argument("--device", default=None,
+                   help="cpu (default), openvino[:DEVICE], cuda[:N], ...; a bundle's own device. "
+                        "Several, comma-separated (cpu,openvino), or all-cpu: measured side by side")
+    s.add_argument("--precision", default=None, metavar="LIST",
+                   help="OpenVINO inference precision hints to compare, e.g. f32,bf16 (default: f32 and, "
+                        "where the CPU has it, bf16)")
+    s.add_argument("--hint", default=None, choices=["latency", "throughput"],
+                   help="OpenVINO performance hint when comparing runtimes (default latency)")
+    s.add_argument("--rounds", type=int, default=5, help="interleaved rounds when comparing runtimes")
     s.add_argument("--batch", type=int, default=None, help="batch size (default 1)")
     s.add_argument("--threads", type=int, default=None, help="intra-op threads (default: cores)")
     s.add_argument("--warmup", type=int, default=10)

@@ -31,7 +31,7 @@ from .base import Availability, Runner
 from .ort_cpu import default_threads  # the same default thread count for both CPU runtimes
 
 __all__ = ["OpenVinoOptions", "OpenVinoIR", "OpenVinoRunner", "probe", "available_devices",
-           "openvino_version", "split_device", "save_ir", "ir_fingerprint", "compile_config", "ENGINE_OF_FAMILY",
+           "openvino_version", "device_precisions", "split_device", "save_ir", "ir_fingerprint", "compile_config", "ENGINE_OF_FAMILY",
            "PERFORMANCE_HINTS", "PRECISIONS"]
 
 PERFORMANCE_HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT",
@@ -112,6 +112,13 @@ def _devices() -> tuple[tuple[str, str], ...]:
 def available_devices() -> dict[str, str]:
     """OpenVINO's devices here (``CPU``, ``GPU.0``, ...) and their full names (probed once)."""
     return dict(_devices())
+
+
+def device_precisions(device: str = "CPU") -> list[str]:
+    """The workbench precisions (``f32``, ``bf16``, ``f16``) OpenVINO's ``device`` lists among its
+    OPTIMIZATION_CAPABILITIES here (bf16 on the CPU only with AVX-512 BF16 or AMX)."""
+    caps = set(_core().get_property(_normalize(device), "OPTIMIZATION_CAPABILITIES"))
+    return [p for p, cap in PRECISIONS.items() if cap in caps]
 
 
 def _ov_message(e: BaseException) -> str:
