@@ -252,3 +252,20 @@ def test_graph_diff_and_figure():
     fig = graph_figure(res.model, res.reports, base)
     statuses = {t.name for t in fig.data if t.name}
     assert "fused" in statuses
+
+
+def test_openvino_is_a_device_toggle_and_runtimes_compare_side_by_side(panel):
+    assert not panel.w_devices["openvino"].disabled
+    panel.select_device("openvino")
+    try:
+        assert panel.device == "openvino"
+        panel.enable("fold")
+        rec = panel.build()
+        assert rec.device == "openvino" and panel.session.baseline.device == "cpu"  # baseline stays ORT FP32
+        assert rec.accuracy.top1_agreement > 0.99  # the same FP32 graph on another runtime
+        c = panel.compare_runtimes(rounds=1, budget_s=0.05)
+        assert [r.engine for r in c.rows][:2] == ["ort-cpu", "openvino"]
+        assert "wb-runtimes" in panel.runtimes_box.w_out.value and "fastest:" in panel.runtimes_box.w_out.value
+        panel.disable("fold")
+    finally:
+        panel.select_device("ort-cpu")

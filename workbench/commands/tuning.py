@@ -96,13 +96,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"Pareto frontier (screened {r.score_name} drop vs cost):")
     for n in r.pareto:
         t = r.trial(n)
-        print(f"  #{n:<3} drop {fmt(t.drop_points)}  cost {t.cost:.3f}  {t.recipe}")
+        print(f"  #{n:<3} drop {fmt(t.drop_points)}  cost {t.cost:.3f}  {t.label}")
     b = r.best_trial
     if b is None:
         print("no build within the budget on the full evaluation set")
         return 0
     assert b.final is not None
-    print(f"best within {r.budget_points:g} ({unit}): #{b.number} {b.recipe}")
+    print(f"best within {r.budget_points:g} ({unit}): #{b.number} {b.label}")
     cost = b.final.get("cost", b.cost)
     how = " (finalists measured side by side)" if "cost" in b.final else ""
     print(f"  cost {cost:.3f} ({1 / cost:.2f}x){how}, {r.score_name} drop {fmt(b.final['drop_points'])} on "

@@ -16,7 +16,7 @@ from typing import Any
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from ..core.engines.registry import list_engines
+from ..core.engines.registry import engine_for_device, list_engines
 from ..core.model import load_model
 from ..core.passes.base import Option
 from ..core.passes.recipe import PassSpec, Recipe
@@ -30,6 +30,7 @@ from .figures import BAD, delta_bars, latency_distribution, pareto
 from .graph import graph_figure
 from .netron_view import NetronServer
 from .results_html import deltas_html, history_html
+from .runtimes_box import RuntimesBox
 from .search_tab import SearchTab
 
 __all__ = ["Workbench"]
@@ -158,6 +159,7 @@ class Workbench:
         self.w_netron_btn = W.Button(description="Show in Netron")
         self.w_netron_btn.on_click(lambda _: self._guard(self.show_netron))
 
+        self.runtimes_box = RuntimesBox(self.compare_runtimes, self._guard)
         self.search_tab = SearchTab(self.search, self.use_search_best, self.show_sensitivity, self._guard)
         graph_tabs = W.Tab([W.VBox([self.fig_graph]), W.VBox([self.w_netron_btn, self.w_netron])])
         graph_tabs.set_title(0, "Graph (workbench)")
@@ -171,7 +173,7 @@ class Workbench:
             W.HBox([self.w_build, self.w_auto, self.w_refine]),
             W.HBox([self.w_progress, self.w_stage]), self.w_error, self.w_trace,
             W.HTML("<b>Results against the baseline</b>"), self.w_deltas,
-            W.HBox([self.fig_deltas, self.fig_latency]), self.fig_pareto,
+            W.HBox([self.fig_deltas, self.fig_latency]), self.fig_pareto, self.runtimes_box.widget,
             W.HTML("<b>History</b>"), self.w_history, W.HBox([self.w_hist_path, self.w_hist_csv, self.w_hist_json]),
             W.HBox([self.w_export_dir, self.w_export]), self.w_export_msg,
             graph_tabs,
@@ -264,7 +266,7 @@ class Workbench:
     def device(self) -> str:
         for name, b in getattr(self, "w_devices", {}).items():
             if b.value:
-                return _DEVICE_OF[name]
+                return _DEVICE_OF.get(name, name)
         return "cpu"
 
     def _device_clicked(self, change: dict) -> None:
@@ -361,6 +363,20 @@ class Workbench:
         self.w_export_msg.value = f"history written to <code>{html.escape(str(path))}</code>"
         return Path(path)
 
+    def compare_runtimes(self, rounds: int = 4, budget_s: float = 0.25) -> Any:
+        """The current build (or the baseline) on every CPU runtime here, side by side."""
+        from ..core.evaluation.compare import compare_runtimes, cpu_targets  # noqa: PLC0415
+
+        if self.session is None:
+            raise WorkbenchError("no model loaded", "load a model first")
+        rec = self.current or self.session.baseline
+        self.w_stage.value = "comparing runtimes"
+        c = compare_runtimes(rec.model, cpu_targets(), batch=self.session.batch, threads=self.session.threads,
+                             rounds=rounds, budget_s=budget_s, progress=self._progress)
+        self.runtimes_box.show(c)
+        self.w_stage.value = f"fastest runtime: {c.fastest.label}"
+        return c
+
     def export(self, folder: str, force: bool = False) -> Path:
         assert self.session is not None
         if self.current is None:
@@ -423,6 +439,8 @@ class Workbench:
                 self.disable(name)
             for spec, p in zip(recipe.passes, recipe.instantiate()):
                 self.enable(spec.name, **{k: p.opts[k] for k in spec.options})  # typed values
+            if best.device:  # the runtime the search picked (an engine dimension on the CPU)
+                self.select_device(engine_for_device(best.device).name)
         finally:
             self._building = False
         return self.build()

@@ -31,14 +31,14 @@ def search_figure(res: SearchResult) -> go.Figure:
     fig.add_trace(go.Scatter(
         x=[t.drop_points for t in ok], y=[t.cost for t in ok], mode="markers", name="trials",
         marker={"color": [GOOD if t.feasible else BAD for t in ok], "size": 9},
-        text=[f"#{t.number} {t.recipe}" for t in ok], hoverinfo="text+x+y"))
+        text=[f"#{t.number} {t.label}" for t in ok], hoverinfo="text+x+y"))
     fig.add_trace(go.Scatter(x=[t.drop_points for t in front], y=[t.cost for t in front],
                              mode="lines", name="Pareto frontier", line={"dash": "dot", "color": "#616161"}))
     best = res.best_trial
     if best is not None:
         fig.add_trace(go.Scatter(x=[best.drop_points], y=[best.cost], mode="markers", name="best",
                                  marker={"symbol": "star", "size": 18, "color": "#ffb300"},
-                                 text=[best.recipe], hoverinfo="text"))
+                                 text=[best.label], hoverinfo="text"))
     fig.add_vline(x=res.budget_points, line_dash="dash", line_color=BAD)
     fig.update_layout(title=f"Search: {res.drop_label} (screening subset) vs {res.objective} cost "
                             "(ratio to the baseline, lower is better)",
@@ -59,13 +59,13 @@ def search_table_html(res: SearchResult) -> str:
         status = (t.error or "")[:80] or ("same as #" + str(t.duplicate_of) if t.duplicate_of is not None else
                                           "within budget" if t.feasible else "over budget")
         rows.append(
-            f"<tr style='{style}'><td>{t.number}</td><td title='{html.escape(t.recipe, quote=True)}'>"
-            f"{html.escape(t.recipe[:70])}</td><td>{f(t.drop_points, fmt)}</td>"
+            f"<tr style='{style}'><td>{t.number}</td><td title='{html.escape(t.label, quote=True)}'>"
+            f"{html.escape(t.label[:70])}</td><td>{f(t.drop_points, fmt)}</td>"
             f"<td>{f(final.get('drop_points'), fmt)}</td><td>{f(t.cost, '.3f')}</td>"
             f"<td>{'*' if t.number in res.pareto else ''}</td><td>{html.escape(status)}</td></tr>")
     best = res.best_trial
     unit = html.escape(res.drop_label)
-    head = (f"<b>best within {res.budget_points:g} ({unit}):</b> <code>{html.escape(best.recipe)}</code> "
+    head = (f"<b>best within {res.budget_points:g} ({unit}):</b> <code>{html.escape(best.label)}</code> "
             f"({res.objective} x{best.final.get('cost', best.cost):.3f} of the baseline; "
             f"{html.escape(res.score_name)} drop {format(best.final['drop_points'], fmt)} on "
             f"{best.final['samples']:,} samples)"

@@ -86,6 +86,12 @@ class SearchTrial:
     build_s: float = 0.0
     final: dict[str, Any] | None = None  # score / drop on the full evaluation set (finalists)
     score: float | None = None  # what the budget is on: top-1, the metric, or top-1 agreement
+    device: str = ""  # where the trial ran (its engine: cpu, openvino, ...)
+
+    @property
+    def label(self) -> str:
+        """The recipe, and the runtime where the space has several (``int8 on openvino``)."""
+        return f"{self.recipe} on {self.device}" if "engine" in self.params else self.recipe
 
 
 @dataclass
@@ -368,18 +374,20 @@ def _search(src: Model, model: Any, ex: Executor, executor: str | Executor, tmp:
         asked = [study.ask() for _ in range(n)]
         params = [space.suggest(t) for t in asked]
         recipes = [space.recipe(p) for p in params]
-        fresh = [i for i, r in enumerate(recipes) if r.label() not in seen
-                 and r.label() not in {recipes[j].label() for j in range(i)}]
-        specs = [TrialSpec(asked[i].number, model_ref, recipes[i].to_dict(), device, data_arg,
-                           screen_samples, 1, cache_arg, **trial_opts) for i in fresh]
+        devs = [space.device_for(p, device) for p in params]
+        keys = [f"{r.label()} @ {d}" for r, d in zip(recipes, devs)]  # a recipe on one runtime
+        fresh = [i for i, k in enumerate(keys) if k not in seen and k not in keys[:i]]
+        specs = [TrialSpec(asked[i].number, model_ref, recipes[i].to_dict(), devs[i], data_arg,
+                           screen_samples, 1, cache_arg, **trial_opts, baseline_device=device)
+                 for i in fresh]
         outcomes: dict[int, TrialOutcome] = {o.number: o for o in ex.map(run_trial, specs)}
         for i, t in enumerate(asked):
-            label = recipes[i].label()
-            first = seen.get(label) or next((r for r in records if r.recipe == label), None)
+            label, key = recipes[i].label(), keys[i]
+            first = seen.get(key) or next((r for r in records if f"{r.recipe} @ {r.device}" == key), None)
             if t.number in outcomes:
                 o = outcomes[t.number]
                 rec = SearchTrial(t.number, params[i], label, o.top1, o.drop_points, o.samples, o.size_bytes,
-                                  None, error=o.error, build_s=o.build_s, score=o.score)
+                                  None, error=o.error, build_s=o.build_s, score=o.score, device=devs[i])
                 if o.baseline_top1 is not None:
                     baseline_top1[str(o.samples)] = o.baseline_top1
                 if o.baseline_score is not None:
@@ -388,17 +396,17 @@ def _search(src: Model, model: Any, ex: Executor, executor: str | Executor, tmp:
                     rec.cost = o.size_bytes / o.baseline_size_bytes if objective == "size" else None
                     if objective != "size":
                         rec.latency = ex.one(measure_latency, LatencySpec(
-                            t.number, model_ref, recipes[i].to_dict(), device, lat_batch, threads,
-                            latency_budget_s, cache_arg, calib_arg))
+                            t.number, model_ref, recipes[i].to_dict(), devs[i], lat_batch, threads,
+                            latency_budget_s, cache_arg, calib_arg, baseline_device=device))
                         lat = rec.latency
                         rec.cost = lat["ratio"] if objective == "latency" else \
                             lat["baseline_throughput"] / lat["throughput"]
-                seen[label] = rec
+                seen[key] = rec
             else:  # the same recipe as an earlier trial: its results, without building again
                 assert first is not None
                 rec = SearchTrial(t.number, params[i], label, first.top1, first.drop_points, first.samples,
                                   first.size_bytes, first.cost, first.latency, duplicate_of=first.number,
-                                  error=first.error, score=first.score)
+                                  error=first.error, score=first.score, device=first.device)
             rec.feasible = rec.drop_points is not None and rec.drop_points <= budget_points
             records.append(rec)
             if rec.error is not None or rec.cost is None or rec.score is None:
@@ -420,8 +428,8 @@ def _search(src: Model, model: Any, ex: Executor, executor: str | Executor, tmp:
     full_n = final_samples or 10**9
     for start in range(0, min(len(cands), 3 * finalists), finalists):
         group = cands[start:start + finalists]
-        specs = [TrialSpec(r.number, model_ref, space.recipe(r.params).to_dict(), device, data_arg, full_n,
-                           1, cache_arg, **trial_opts) for r in group]
+        specs = [TrialSpec(r.number, model_ref, space.recipe(r.params).to_dict(), r.device, data_arg, full_n,
+                           1, cache_arg, **trial_opts, baseline_device=device) for r in group]
         for r, o in zip(group, ex.map(run_trial, specs)):
             r.final = {"top1": o.top1, "score": o.score, "drop_points": o.drop_points, "samples": o.samples,
                        "error": o.error}
@@ -437,7 +445,8 @@ def _search(src: Model, model: Any, ex: Executor, executor: str | Executor, tmp:
             together = ex.one(measure_latency_together, GroupLatencySpec(
                 tuple(r.number for r in within), model_ref,
                 tuple(space.recipe(r.params).to_dict() for r in within), device, lat_batch, threads,
-                cache_dir=cache_arg, calib=calib_arg))
+                cache_dir=cache_arg, calib=calib_arg, devices=tuple(r.device for r in within),
+                baseline_device=device))
             for r in within:
                 lat = together[r.number]
                 r.final["latency"] = lat

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..passes.recipe import PassSpec, Recipe
 
-__all__ = ["SearchSpace", "GPU_DEVICES"]
+__all__ = ["SearchSpace", "GPU_DEVICES", "cpu_engines"]
 
 GPU_DEVICES = ("cuda", "gpu", "ort-cuda", "tensorrt", "trt", "ort-tensorrt")
 
@@ -30,6 +30,8 @@ class SearchSpace:
         exclusions: the sensitivity ranking; int8 trials keep its first ``k`` layers in float,
             ``k`` from 0 to ``len(exclusions)``.
         fuse: whether float trials may try the ``fuse`` pass (int8 folds BatchNorm itself).
+        engines: the runtimes a trial may run on (device strings, e.g. ``cpu`` and ``openvino``);
+            empty: the search's own device. The baseline stays on the search's device.
     """
 
     precisions: tuple[str, ...] = ("fp32", "int8")
@@ -38,12 +40,18 @@ class SearchSpace:
     prune_multiples: tuple[int, ...] = (8, 16)
     exclusions: tuple[str, ...] = field(default_factory=tuple)
     fuse: bool = True
+    engines: tuple[str, ...] = ()
 
     @classmethod
     def for_device(cls, device: str, exclusions: Sequence[str] = ()) -> SearchSpace:
+        """The default space: on the CPU, every CPU runtime available here is a dimension."""
         gpu = device.split(":")[0].lower() in GPU_DEVICES
         return cls(precisions=("fp32", "fp16", "int8") if gpu else ("fp32", "int8"),
-                   exclusions=tuple(exclusions))
+                   exclusions=tuple(exclusions), engines=() if gpu else cpu_engines(device))
+
+    def device_for(self, params: dict[str, Any], default: str) -> str:
+        """The device a parameter set runs on (its ``engine``, else the search's device)."""
+        return str(params.get("engine") or default)
 
     def anchors(self, n: int) -> list[dict[str, Any]]:
         """Known-good starting points asked first (Optuna ``enqueue_trial``): int8 without
@@ -67,6 +75,8 @@ class SearchSpace:
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Draw one parameter set from an Optuna trial (define-by-run)."""
         p: dict[str, Any] = {"precision": trial.suggest_categorical("precision", list(self.precisions))}
+        if len(self.engines) > 1:
+            p["engine"] = trial.suggest_categorical("engine", list(self.engines))
         p["prune_ratio"] = trial.suggest_categorical("prune_ratio", list(self.prune_ratios))
         if p["prune_ratio"] > 0:
             p["prune_multiple"] = trial.suggest_categorical("prune_multiple", list(self.prune_multiples))
@@ -99,4 +109,15 @@ class SearchSpace:
     def to_dict(self) -> dict[str, Any]:
         return {"precisions": list(self.precisions), "calibrations": list(self.calibrations),
                 "prune_ratios": list(self.prune_ratios), "prune_multiples": list(self.prune_multiples),
-                "exclusions": list(self.exclusions), "fuse": self.fuse}
+                "exclusions": list(self.exclusions), "fuse": self.fuse, "engines": list(self.engines)}
+
+
+def cpu_engines(device: str = "cpu") -> tuple[str, ...]:
+    """``("cpu", "openvino")`` where OpenVINO's CPU plugin is available and ``device`` is the CPU
+    (ONNX Runtime's), else ``()``: a search on one runtime only."""
+    if device.split(":")[0].lower() not in ("cpu", "ort-cpu"):
+        return ()
+    from ..engines.registry import list_engines  # noqa: PLC0415
+
+    ready = {e.name for e in list_engines() if e.available}
+    return (device, "openvino") if "openvino" in ready else ()

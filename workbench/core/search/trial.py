@@ -75,6 +75,7 @@ class TrialSpec:
     score: str = "top1"  # one of SCORES
     metric: Callable[[dict[str, np.ndarray], np.ndarray | None], float] | None = None
     metric_name: str | None = None
+    baseline_device: str | None = None  # where the baseline runs (None: ``device``)
 
 
 @dataclass
@@ -168,15 +169,16 @@ def _run_metric(spec: TrialSpec, outputs: dict[str, np.ndarray], labels: np.ndar
 
 def _baseline(spec: TrialSpec, ds: Dataset, n: int) -> Any:
     """The baseline's score (top-1 or the metric) or, for agreement, its predictions; once per worker."""
-    key = ("base", _key(spec.model), _key(spec.data), n, spec.device, spec.threads, spec.score,
+    device = spec.baseline_device or spec.device
+    key = ("base", _key(spec.model), _key(spec.data), n, device, spec.threads, spec.score,
            spec.metric_name)
     if key not in _WORKER:
         src = _source(spec.model)
         if spec.score == "metric":
             labels = None if ds.labels is None else ds.labels[:n]
-            value: Any = _run_metric(spec, _outputs(src, ds, n, spec.device, spec.threads), labels)
+            value: Any = _run_metric(spec, _outputs(src, ds, n, device, spec.threads), labels)
         else:
-            p = _predictions(src, ds, n, spec.device, spec.threads)
+            p = _predictions(src, ds, n, device, spec.threads)
             value = p if spec.score == "agreement" else float(np.mean(p == ds.labels[:n]))  # type: ignore[index]
         _WORKER[key] = value  # type: ignore[index]
     return _WORKER[key]  # type: ignore[index]
@@ -230,6 +232,7 @@ class LatencySpec:
     budget_s: float = 2.0
     cache_dir: str | None = None
     calib: str | Shipped | None = None
+    baseline_device: str | None = None  # None: ``device``
 
 
 def measure_latency(spec: LatencySpec) -> dict[str, Any]:
@@ -242,7 +245,8 @@ def measure_latency(spec: LatencySpec) -> dict[str, Any]:
     ins, _ = tensor_specs(src.proto.graph)
     feeds = random_feeds(resolve_inputs(ins, batch=spec.batch))
     opts = {"threads": spec.threads} if spec.threads else {}
-    runners = [make_runner(model, spec.device, **opts), make_runner(src, spec.device, **opts)]
+    runners = [make_runner(model, spec.device, **opts),
+               make_runner(src, spec.baseline_device or spec.device, **opts)]
     samples: list[list[float]] = [[], []]
     chunks = 6
     for r in runners:
@@ -278,6 +282,8 @@ class GroupLatencySpec:
     budget_s: float = 0.3  # per build per round
     cache_dir: str | None = None
     calib: str | Shipped | None = None
+    devices: tuple[str, ...] = ()  # per recipe (empty: ``device`` for every one)
+    baseline_device: str | None = None  # None: ``device``
 
 
 def measure_latency_together(spec: GroupLatencySpec) -> dict[int, dict[str, Any]]:
@@ -288,11 +294,13 @@ def measure_latency_together(spec: GroupLatencySpec) -> dict[int, dict[str, Any]
     src = _source(spec.model)
     cache = BuildCache(Path(spec.cache_dir)) if spec.cache_dir else BuildCache()
     calib = _calibration(spec.model, spec.calib)
-    models = [build_chain(src, Recipe.from_dict(r), spec.device, calib, cache)[0] for r in spec.recipes]
+    devices = spec.devices or (spec.device,) * len(spec.recipes)
+    models = [build_chain(src, Recipe.from_dict(r), d, calib, cache)[0] for r, d in zip(spec.recipes, devices)]
     ins, _ = tensor_specs(src.proto.graph)
     feeds = random_feeds(resolve_inputs(ins, batch=spec.batch))
     opts = {"threads": spec.threads} if spec.threads else {}
-    runners = [make_runner(m, spec.device, **opts) for m in [src, *models]]
+    runners = [make_runner(m, d, **opts)
+               for m, d in zip([src, *models], [spec.baseline_device or spec.device, *devices])]
     rng = np.random.default_rng(0)
     p50s: list[list[float]] = [[] for _ in runners]
     for r in runners:
