@@ -106,8 +106,9 @@ def test_intel_gpu_and_npu_are_listed_where_openvino_reports_them(monkeypatch, c
     devices = {d.device: d for d in list_devices()}
     assert devices["openvino:GPU.0"].engines == ("openvino-gpu",)
     assert devices["openvino:NPU"].name == "Intel(R) AI Boost"
-    r = make_runner(load_model(tiny_cnn()), "openvino:GPU.0")
-    assert (r.engine, r.device, r.options.device) == ("openvino-gpu", "openvino:GPU.0", "GPU.0")
+    r = make_runner(load_model(tiny_cnn()), "openvino:GPU.0", threads=4)  # a CPU setting: dropped
+    assert (r.engine, r.device, r.options.device, r.options.threads) == ("openvino-gpu", "openvino:GPU.0",
+                                                                         "GPU.0", None)
     assert main(["devices"]) == 0
     assert "openvino:GPU.0  Intel(R) Arc(TM) A770 Graphics (dGPU); engines: openvino-gpu" in capsys.readouterr().out
 

@@ -32,7 +32,8 @@ def make_runner(model: Model, device: str = "cpu", **options: Any) -> Runner:
     device from ``openvino:GPU.1`` (default CPU). Options are the engine's options class fields
     (``OrtCpuOptions``, ``OrtCudaOptions``, ``OrtTensorRTOptions``, ``TensorRTOptions``,
     ``OpenVinoOptions``). ``threads=None``, which the CLI always passes, is dropped for GPU engines
-    and OpenVINO; native TensorRT and OpenVINO ignore the default ``optimization_level="all"``.
+    and OpenVINO; native TensorRT and OpenVINO ignore the default ``optimization_level="all"``, and
+    OpenVINO on an Intel GPU or NPU ignores ``threads`` (a CPU plugin setting).
     """
     entry = engine_for_device(device)
     if entry.name.startswith("openvino"):
@@ -81,6 +82,8 @@ def _openvino_runner(model: Model, device: str, options: dict[str, Any]) -> Runn
     if ":" in device and "device" in opts and opts["device"].upper() != ov_device:
         raise UsageError(f"device {device!r} and device={opts['device']!r} disagree")
     opts.setdefault("device", ov_device)
+    if not str(opts["device"]).upper().startswith("CPU"):  # CPU threads: GPU/NPU plugins have none
+        opts.pop("threads", None)
     try:
         return OpenVinoRunner(model, OpenVinoOptions(**opts), ir=ir)
     except TypeError as e:
