@@ -20,9 +20,11 @@ from onnx import external_data_helper
 
 from ..errors import ModelLoadError, ModelValidationError, UsageError
 
-__all__ = ["Model", "ModelSource", "load_model", "fingerprint_of", "proto_size", "TWO_GB"]
+__all__ = ["Model", "ModelSource", "load_model", "fingerprint_of", "proto_size", "TWO_GB", "PRECISION_KEY"]
 
 TWO_GB = 2**31 - 1  # protobuf's hard limit for one serialized message
+# The precision a recipe asks of the runtime (the bf16 pass sets it; the openvino engine reads it).
+PRECISION_KEY = "workbench.precision_hint"
 ModelSource = Union[str, os.PathLike, bytes, onnx.ModelProto, "Model"]
 
 

@@ -6,8 +6,10 @@ bundle's pre-converted IR (``engine.xml`` + ``engine.bin``, an :class:`OpenVinoI
 it is. Workbench device strings: ``openvino`` (the CPU), ``openvino:CPU``, ``openvino:GPU[.N]``,
 ``openvino:NPU``, or the engine names ``openvino-gpu[:N]`` and ``openvino-npu``.
 
-The precision OpenVINO runs in is read back from the compiled model, never assumed: its CPU
-default is bf16 on CPUs with AVX-512 BF16 or AMX. A precision the device lacks is refused, since
+The precision OpenVINO runs in is read back from the compiled model, never assumed. OpenVINO's own
+CPU default is bf16 on CPUs with AVX-512 BF16 or AMX; the workbench asks for f32 unless the
+recipe's ``bf16`` pass (or the ``precision`` option) asks for bf16, so a lower precision is always
+a visible toggle with its accuracy measured. A precision the device lacks is refused, since
 OpenVINO would silently run f32 instead. ``openvino`` is imported on first use; without it the
 engine is reported unavailable with the reason.
 """
@@ -18,7 +20,7 @@ import hashlib
 import importlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import EngineRunError, EngineUnavailableError, UsageError, install_hint
-from ..model import TWO_GB, Model, proto_size
+from ..model import PRECISION_KEY, TWO_GB, Model, proto_size
 from .base import Availability, Runner
 from .ort_cpu import default_threads  # the same default thread count for both CPU runtimes
 
@@ -160,7 +162,8 @@ class OpenVinoOptions:
         streams: ``NUM_STREAMS`` (default: what the performance hint picks).
         performance_hint: ``latency``, ``throughput`` or ``cumulative_throughput``.
         precision: ``INFERENCE_PRECISION_HINT``: ``f32``, ``bf16`` or ``f16``; None = the
-            device's default (read back after compiling, in ``settings["precision"]``).
+            model's hint (the ``bf16`` pass), else f32 on the CPU and the plugin's default on a
+            GPU/NPU (what ran is read back after compiling, in ``settings["precision"]``).
         cache_dir: OpenVINO's compiled-model cache folder (``CACHE_DIR``), if set.
     """
 
@@ -296,14 +299,26 @@ class OpenVinoRunner(Runner):
         o = self.options
         d: dict[str, Any] = {"device": o.device, "threads": o.threads, "streams": o.streams,
                              "performance_hint": o.performance_hint, "precision": o.precision,
-                             "precision_requested": o.precision,
+                             "precision_requested": self.wanted_precision(),
                              "model_format": "openvino ir" if self.ir else "onnx"}
         if o.cache_dir:
             d["cache_dir"] = o.cache_dir
         return {**d, **self._effective}
 
+    def wanted_precision(self) -> str | None:
+        """The precision asked of OpenVINO: the option, else the model's hint (the ``bf16`` pass),
+        else f32 on the CPU (OpenVINO's own CPU default is bf16 where the CPU has it: the workbench
+        never picks a lower precision silently), else the GPU/NPU plugin's default (None)."""
+        if self.options.precision is not None:
+            return self.options.precision
+        hint = self.model.metadata.get(PRECISION_KEY)
+        if hint in PRECISIONS:
+            return hint
+        return "f32" if _family(self.options.device) == "CPU" else None
+
     def _config(self, core: Any) -> dict[str, Any]:
-        o, dev = self.options, self.options.device
+        dev = self.options.device
+        o = replace(self.options, precision=self.wanted_precision())
         supported = core.get_property(dev, "SUPPORTED_PROPERTIES")
         threads = o.threads
         if threads is None and "INFERENCE_NUM_THREADS" in supported:

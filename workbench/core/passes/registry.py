@@ -15,7 +15,7 @@ def register(cls: type[Pass]) -> type[Pass]:
     return cls
 
 
-_MODULES = ("fusion", "prune", "prune_channels", "quantize", "fp16")
+_MODULES = ("fusion", "prune", "prune_channels", "quantize", "fp16", "bf16")
 
 
 def _load_all() -> None:
