@@ -119,8 +119,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print_json(r.to_dict(samples=args.samples))
         return 0
     lat = r.latency
-    print(f"{r.model} on {r.engine} ({r.machine['cpu']}), threads {r.settings.get('threads')}, "
-          f"optimization {r.settings.get('optimization_level')}")
+    st = r.settings
+    how = (f"optimization {st['optimization_level']}" if "optimization_level" in st else
+           f"precision {st.get('precision')}, hint {st.get('performance_hint')}, streams {st.get('streams')}")
+    print(f"{r.model} on {r.engine} ({r.machine['cpu']}), threads {st.get('threads')}, {how}")
     print("  inputs: " + ", ".join(f"{k} {v['shape']} {v['dtype']}" for k, v in r.inputs.items()))
     for a in r.assumed:
         print(f"  assumed {a}")

@@ -103,7 +103,7 @@ def register(sub: Any) -> None:
     s.add_argument("model", help="a .onnx path or sample:NAME")
     s.add_argument("--passes", default=None, metavar="LIST", help="e.g. fuse,int8:calibration=entropy")
     s.add_argument("--recipe", default=None, metavar="FILE", help="a recipe JSON file")
-    s.add_argument("--device", default="cpu", help="cpu, cuda[:N], ort-tensorrt, tensorrt")
+    s.add_argument("--device", default="cpu", help="cpu, openvino[:DEVICE] (OpenVINO IR beside model.onnx), cuda[:N], ort-tensorrt, tensorrt")
     s.add_argument("--calib", default=None, metavar="DATA",
                    help="calibration data for passes that need it, or random (latency-only)")
     s.add_argument("--preprocess", default=None, metavar="SPEC",

@@ -8,7 +8,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["machine_info", "cpu_isa"]
+__all__ = ["machine_info", "cpu_isa", "default_threads"]
 
 # /proc/cpuinfo flag -> name users know. VNNI and AMX decide which INT8 kernels are fast.
 _ISA_FLAGS = {
@@ -59,7 +59,7 @@ def machine_info() -> dict:
     except ImportError:
         physical, mem = None, None
     libs = {d: _version(d) for d in ("onnx", "onnxruntime", "onnxruntime-gpu", "numpy",
-                                     "onnxscript", "onnx-ir", "onnxslim", "tensorrt")}
+                                     "onnxscript", "onnx-ir", "onnxslim", "tensorrt", "openvino")}
     return {
         "cpu": info.get("model name") or platform.processor() or platform.machine(),
         "arch": platform.machine(),
@@ -71,3 +71,18 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "libraries": {k: v for k, v in libs.items() if v},
     }
+
+
+def default_threads() -> int:
+    """Physical cores, which is what ONNX Runtime picks by default, made explicit for reports (both
+    CPU runtimes, ONNX Runtime and OpenVINO, get this count);
+    ``WORKBENCH_THREADS=N`` caps it (a shared machine, or several test workers on one)."""
+    env = os.environ.get("WORKBENCH_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        import psutil  # noqa: PLC0415
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1

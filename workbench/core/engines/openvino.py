@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from ...errors import EngineRunError, EngineUnavailableError, UsageError, install_hint
+from ..machine import default_threads  # the same default thread count for both CPU runtimes
 from ..model import PRECISION_KEY, TWO_GB, Model, proto_size
 from .base import Availability, Runner
-from .ort_cpu import default_threads  # the same default thread count for both CPU runtimes
 
 __all__ = ["OpenVinoOptions", "OpenVinoIR", "OpenVinoRunner", "probe", "available_devices",
            "openvino_version", "device_precisions", "split_device", "save_ir", "ir_fingerprint", "compile_config", "ENGINE_OF_FAMILY",

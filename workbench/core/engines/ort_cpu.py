@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import EngineRunError, UsageError, install_hint
+from ..machine import default_threads
 from ..model import TWO_GB, Model, proto_size
 from .base import Availability, Runner
 
@@ -23,20 +23,6 @@ OPT_LEVELS = {
     "all": "ORT_ENABLE_ALL",
 }
 EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
-
-
-def default_threads() -> int:
-    """Physical cores, which is what ONNX Runtime picks by default, made explicit for reports;
-    ``WORKBENCH_THREADS=N`` caps it (a shared machine, or several test workers on one)."""
-    env = os.environ.get("WORKBENCH_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        import psutil  # noqa: PLC0415
-
-        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    except ImportError:
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,16 @@ pairs around the operators, which ONNX Runtime and TensorRT fuse into integer ke
   activations, Q/DQ placed as TensorRT's explicit-quantization guide recommends: on the inputs of
   weighted operators (Conv, ConvTranspose, Gemm, MatMul) and on the residual input of an Add fed
   by two weighted operators; the outputs of weighted operators are left to TensorRT's fusions.
+* OpenVINO (``openvino[:CPU|GPU|NPU]``): NNCF's ``nncf.quantize`` defaults for OpenVINO
+  (``int8_scheme``): symmetric activations whose sign comes from the calibration data (U8 with
+  zero point 0 after ReLU, S8 where negative), S8 symmetric per-channel weights, 7-bit weights on the
+  first layer only, Q/DQ on the op types NNCF quantizes for CPUs, model outputs in float.
 
 ``int8-dynamic`` is ``quantize_dynamic``: int8 weights, activations quantized at run time. It suits
 MatMul-heavy models (transformers, LSTMs). By default it leaves Conv in float: ConvInteger has no
 fast CPU kernels (2.6-5x slower than FP32 here; ``benchmarks/passes_quant.py``); ``ops=...+Conv``
-includes it. Both passes decline models that are quantized already.
+includes it. On ``openvino`` it declines: OpenVINO runs MatMulInteger in f32 (slower than FP32).
+Both passes decline models that are quantized already.
 """
 
 from __future__ import annotations
@@ -30,13 +35,12 @@ import hashlib
 import io
 import logging
 import os
-import platform
 import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,133 +52,28 @@ from ...errors import UsageError
 from ..machine import cpu_isa
 from ..model import proto_size
 from .base import Option, Pass, PassContext, PassReport, PassResult, decline_control_flow, default_opset
+from .int8_scheme import AUTO_BOOL, OPENVINO_OPS, VNNI, Int8Scheme, resolve_int8_scheme
+from .int8_scheme import device_family as _device_family
+from .int8_scheme import is_arm as _is_arm
+from .int8_scheme import tri as _tri
 from .registry import register
 from .safety import already_quantized, upgrade_ir
 
 __all__ = ["Int8Scheme", "resolve_int8_scheme", "Int8Pass", "Int8DynamicPass"]
 
-AUTO_BOOL = ("auto", "true", "false")
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-TRT_DEVICES = {"tensorrt", "trt", "ort-tensorrt"}
-CUDA_DEVICES = {"cuda", "gpu", "ort-cuda"}
-CPU_DEVICES = {"cpu", "ort-cpu"}
-VNNI = ("AVX-512 VNNI", "AVX-VNNI", "AMX-INT8")
 CALIB_BATCH = 16  # calibration batch when the model's batch axis is free
 _2GB = 2**31 - 1
 # int8-dynamic's default op types: quantize_dynamic's (IntegerOpsRegistry) less Conv.
 DYNAMIC_OPS = ("MatMul", "Attention", "LSTM", "Gather", "Transpose", "EmbedLayerNormalization")
+OPENVINO_DYNAMIC_NOTE = (
+    "dynamic quantization declined on openvino: OpenVINO's ONNX frontend runs DynamicQuantizeLinear + "
+    "MatMulInteger as f32 FullyConnected layers on int32-converted inputs, with no int8 kernel: 0.83x "
+    "of OpenVINO FP32 on a 4-block MLP (1x128x768 by 768x3072 MatMuls, AVX2, 2 threads), where "
+    "ONNX Runtime ran the same file 1.2x faster than its FP32; use int8 (static Q/DQ, which OpenVINO "
+    "runs as int8 kernels) or build int8-dynamic for --device cpu")
 CONV_NOTE = ("Conv left in float: ONNX Runtime's ConvInteger kernel ran 2.6-5x slower than FP32 Conv on "
              "x86 CPUs (batch 1, 2 threads); include it with ops=MatMul+Attention+LSTM+Gather+Conv")
-
-
-@dataclass(frozen=True)
-class Int8Scheme:
-    """How ``int8`` quantizes for one target, and why."""
-
-    target: str  # "cpu-x86-vnni", "cpu-x86", "cpu-arm", "tensorrt", "cuda"
-    activation_type: str  # "u8" | "s8"
-    weight_type: str
-    per_channel: bool
-    reduce_range: bool
-    symmetric_activations: bool
-    symmetric_weights: bool
-    placement: str  # "all": every op ONNX Runtime can quantize; "tensorrt": inputs of weighted ops
-    reasons: tuple[str, ...] = field(default_factory=tuple)
-
-    def short(self) -> str:
-        return (f"{self.activation_type.upper()}{self.weight_type.upper()}, "
-                f"{'per-channel' if self.per_channel else 'per-tensor'}"
-                f"{', reduce_range' if self.reduce_range else ''}"
-                f"{', symmetric activations' if self.symmetric_activations else ''}"
-                f", placement {self.placement}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _device_family(device: str) -> str:
-    base = (device or "cpu").split(":")[0].lower()
-    if base in TRT_DEVICES:
-        return "tensorrt"
-    if base in CUDA_DEVICES:
-        return "cuda"
-    if base in CPU_DEVICES:
-        return "cpu"
-    raise UsageError(f"int8: unknown target device {device!r}",
-                     "use cpu, cuda, tensorrt or ort-tensorrt")
-
-
-def _is_arm(isa: tuple[str, ...]) -> bool:
-    if any(x in isa for x in ("NEON", "NEON dot-product", "Arm I8MM")):
-        return True
-    return platform.machine().lower() in ("aarch64", "arm64") and not any(x.startswith("AVX") for x in isa)
-
-
-def _tri(value: str, default: bool) -> bool:
-    return default if value == "auto" else value == "true"
-
-
-def resolve_int8_scheme(device: str = "cpu", isa: tuple[str, ...] | None = None, *,
-                        activation_type: str = "auto", weight_type: str = "auto",
-                        per_channel: str = "auto", reduce_range: str = "auto",
-                        symmetric_activations: str = "auto", symmetric_weights: str = "auto") -> Int8Scheme:
-    """The ``int8`` scheme for ``device`` (and, on CPU, the instruction sets ``isa``).
-
-    Options other than ``auto`` override the device's default; the reasons say which.
-    """
-    family = _device_family(device)
-    reasons: list[str] = []
-    if family in ("tensorrt", "cuda"):
-        target, act, wt, pc, rr, sym_a, placement = family, "s8", "s8", True, False, True, "tensorrt"
-        reasons.append(f"{'TensorRT' if family == 'tensorrt' else 'CUDA'}: symmetric signed int8 "
-                       "(zero points 0), per-channel weights, per-tensor activations; Q/DQ on the "
-                       "inputs of Conv/ConvTranspose/Gemm/MatMul and on residual Add inputs, outputs "
-                       "of weighted ops left to TensorRT's fusions, float biases (TensorRT's "
-                       "explicit-quantization placement guide)")
-        if family == "cuda":
-            reasons.append("ONNX Runtime's CUDA provider runs few int8 kernels: the int8 speedup on "
-                           "NVIDIA GPUs comes from TensorRT (device tensorrt or ort-tensorrt)")
-    else:
-        isa = cpu_isa() if isa is None else tuple(isa)
-        placement, pc = "all", True
-        if _is_arm(isa):
-            target, act, wt, rr, sym_a = "cpu-arm", "s8", "s8", False, True
-            reasons.append("Arm CPU: S8S8 with symmetric activations, per-channel weights "
-                           "(ONNX Runtime's guidance for Arm; not measured by the workbench)")
-        elif any(v in isa for v in VNNI):
-            have = next(v for v in VNNI if v in isa)
-            target, act, wt, rr, sym_a = "cpu-x86-vnni", "u8", "s8", False, False
-            reasons.append(f"{have} (instruction sets: {', '.join(isa)}): U8S8, per-channel weights, full 8-bit range (VNNI accumulates "
-                           "u8 x s8 products in int32, no saturation)")
-        else:
-            target, act, wt, rr, sym_a = "cpu-x86", "u8", "s8", True, False
-            simd = "AVX2" if "AVX2" in isa else "x86 without AVX2"
-            reasons.append(f"{simd} without VNNI (instruction sets: {', '.join(isa) or 'none read'}): U8S8 (MLAS's fast x86 int8 kernels; S8 activations "
-                           "ran at 0.6x of U8S8's speed on ResNet-50 here), per-channel weights, reduce_range (7-bit "
-                           "weights: the u8 x s8 multiply-add saturates in int16 without VNNI; "
-                           "full 8-bit weights lost 0.17-0.6 top-1 points on the sample)")
-    sym_w = True
-    overrides = {"activation_type": activation_type, "weight_type": weight_type,
-                 "per_channel": per_channel, "reduce_range": reduce_range,
-                 "symmetric_activations": symmetric_activations, "symmetric_weights": symmetric_weights}
-    act = act if activation_type == "auto" else activation_type
-    wt = wt if weight_type == "auto" else weight_type
-    pc = _tri(per_channel, pc)
-    rr = _tri(reduce_range, rr)
-    sym_a = _tri(symmetric_activations, sym_a)
-    sym_w = _tri(symmetric_weights, sym_w)
-    given = [f"{k}={v}" for k, v in overrides.items() if v != "auto"]
-    if given:
-        reasons.append("overridden by options: " + ", ".join(given))
-    if act == "s8" and wt == "u8":
-        raise UsageError("int8: activation_type=s8 with weight_type=u8 is not supported by ONNX "
-                         "Runtime's quantizer", "use u8 activations, or s8 weights")
-    if target == "cpu-x86" and act == "s8" and activation_type != "auto":
-        reasons.append("note: S8 activations on x86 without VNNI run on slower kernels")
-    if target == "cpu-x86" and act == "u8" and wt == "s8" and not rr and reduce_range == "false":
-        reasons.append("warning: U8S8 with full 8-bit weights can saturate on CPUs without VNNI; "
-                       "check accuracy")
-    return Int8Scheme(target, act, wt, pc, rr, sym_a, sym_w, placement, tuple(reasons))
 
 
 # --- shared helpers -----------------------------------------------------------------------------
@@ -471,6 +370,88 @@ def _calibrate(path: Path, op_types: list[str], method: str, percentile: float, 
     return ranges, total, batch
 
 
+# --- OpenVINO (NNCF's conventions) -------------------------------------------------------------
+
+
+def _first_convs(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The first convolution on each path from the graph inputs, as NNCF's OverflowFix.FIRST_LAYER
+    finds them (``_get_first_quantized_convolutions``: a breadth-first walk from each input that
+    stops at a plain convolution and walks on through every other op, grouped convolutions and
+    MatMuls included)."""
+    inits = {i.name for i in model.graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    found: list[onnx.NodeProto] = []
+    seen: set[int] = set()
+    queue = [i.name for i in model.graph.input if i.name not in inits]
+    while queue:
+        for n in consumers.get(queue.pop(0), []):
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            group = next((a.i for a in n.attribute if a.name == "group"), 1)
+            if n.op_type == "Conv" and group == 1 and len(n.input) > 1 and n.input[1] in inits:
+                found.append(n)
+            else:
+                queue.extend(n.output)
+    return found
+
+
+def _openvino_overrides(pre: onnx.ModelProto, ranges: Any, scheme: Int8Scheme,
+                        excluded: dict[str, str]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """TensorQuantOverrides for NNCF's conventions: S8 symmetric activations where the calibrated
+    minimum is negative (U8 with its zero point at 0 elsewhere: ONNX Runtime's asymmetric U8 range
+    starts at min(rmin, 0) = 0, which is NNCF's unsigned symmetric range), and 7-bit weights on the
+    first convolutions. Returns the overrides and what they did, for the report."""
+    from onnxruntime.quantization import QuantType  # noqa: PLC0415
+
+    inits = {i.name: i for i in pre.graph.initializer}
+    overrides: dict[str, list[dict[str, Any]]] = {}
+    info: dict[str, Any] = {"signed": 0, "unsigned": 0, "first_layer": []}
+    if scheme.activation_signedness == "per-tensor":
+        for name, td in ranges.items():
+            if name in inits:
+                continue
+            if float(np.min(td.range_value[0])) < 0:
+                overrides[name] = [{"quant_type": QuantType.QInt8, "symmetric": True}]
+                info["signed"] += 1
+            else:
+                info["unsigned"] += 1
+    if scheme.reduce_range_first_layer:
+        for node in _first_convs(pre):
+            if node.name in excluded:
+                continue
+            rr: dict[str, Any] = {"reduce_range": True}
+            if scheme.per_channel and len(inits[node.input[1]].dims) > 1:
+                rr["axis"] = 0  # Conv output channels; without an axis ONNX Runtime goes per-tensor
+            overrides[node.input[1]] = [rr]
+            info["first_layer"].append(node.name)
+    return overrides, info
+
+
+def _strip_output_qdq(model: onnx.ModelProto) -> int:
+    """Remove the Q/DQ pair in front of each graph output (NNCF's quantize_outputs=False: an output
+    quantizer only rounds the result). Returns how many were removed."""
+    prod = _producers(model)
+    uses = Counter(i for n in model.graph.node for i in n.input)
+    drop: list[onnx.NodeProto] = []
+    for out in model.graph.output:
+        dq = prod.get(out.name)
+        q = prod.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear" or uses[dq.input[0]] != 1:
+            continue
+        src = prod.get(q.input[0])
+        if src is None or uses[q.input[0]] != 1 or any(o.name == q.input[0] for o in model.graph.output):
+            continue
+        src.output[list(src.output).index(q.input[0])] = out.name
+        drop += [q, dq]
+    for n in drop:
+        model.graph.node.remove(n)
+    return len(drop) // 2
+
+
 # --- TensorRT residual inputs -------------------------------------------------------------------
 
 
@@ -584,6 +565,8 @@ class Int8Pass(Pass):
         original_names = {n.name for n in model.graph.node}
         if scheme.placement == "tensorrt":
             op_types = list(WEIGHTED_OPS)
+        elif scheme.placement == "openvino":
+            op_types = sorted(set(OPENVINO_OPS) & (set(QLinearOpsRegistry) | set(QDQRegistry)))
         else:
             op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
         op_types = [t for t in op_types if t not in set(o["exclude_op_types"])]
@@ -630,10 +613,18 @@ class Int8Pass(Pass):
             cache = tmp / "calibration.json"
             save_tensors_data(ranges, cache)
 
+            per_tensor = scheme.activation_signedness == "per-tensor"
             extra: dict[str, Any] = {
-                "ActivationSymmetric": scheme.symmetric_activations,
+                # per-tensor signedness: asymmetric U8 by default (zero point 0 on non-negative
+                # tensors, so ReLU/Clip are absorbed), S8 symmetric overrides for signed tensors
+                "ActivationSymmetric": scheme.symmetric_activations and not per_tensor,
                 "WeightSymmetric": scheme.symmetric_weights,
             }
+            ov_info: dict[str, Any] = {}
+            if per_tensor or scheme.reduce_range_first_layer:
+                overrides, ov_info = _openvino_overrides(pre, ranges, scheme, excluded)
+                if overrides:
+                    extra["TensorQuantOverrides"] = overrides
             if scheme.placement == "tensorrt":
                 # TensorRT's DequantizeLinear takes int8 (not int32 biases): biases stay float
                 extra.update(OpTypesToExcludeOutputQuantization=list(WEIGHTED_OPS),
@@ -656,6 +647,7 @@ class Int8Pass(Pass):
         residual = 0
         if scheme.placement == "tensorrt":
             residual = _qdq_residual_adds(out, ranges, report)
+        outputs_float = 0 if scheme.quantize_outputs else _strip_output_qdq(out)
         _restore_metadata(out, model)
 
         candidates = set(op_types) | ({"Relu", "Clip"} if scheme.placement == "all" else set())
@@ -671,11 +663,18 @@ class Int8Pass(Pass):
                                 "by the uint8 zero point of the following Q/DQ")
         if residual:
             report.notes.append(f"{residual} residual Add inputs given Q/DQ for TensorRT's Add fusion")
+        if ov_info.get("signed") or ov_info.get("unsigned"):
+            report.notes.append(f"activation signs from calibration: {ov_info['unsigned']} calibrated tensors "
+                                f"non-negative (U8, zero point 0), {ov_info['signed']} signed (S8 symmetric)")
+        if ov_info.get("first_layer"):
+            report.notes.append("7-bit weights on the first layer: " + ", ".join(ov_info["first_layer"]))
+        if outputs_float:
+            report.notes.append(f"{outputs_float} model outputs left in float (their Q/DQ removed)")
         ops = Counter(n.op_type for n in out.graph.node)
         report.metrics.update({
             "scheme": scheme.to_dict(),
             "device": ctx.device,
-            "cpu_isa": list(cpu_isa()) if scheme.target.startswith("cpu") else None,
+            "cpu_isa": list(cpu_isa()) if scheme.target.startswith(("cpu", "openvino")) else None,
             "calibration": {"method": o["calibration"], "samples": used, "batch": batch,
                             "seconds": round(calib_s, 2),
                             "percentile": o["percentile"] if o["calibration"] == "percentile" else None},
@@ -684,6 +683,10 @@ class Int8Pass(Pass):
             "quantized_by_op": dict(Counter(n.op_type for n in out.graph.node
                                             if n.name in set(report.quantized))),
             "relu_clip_removed": len(removed_acts),
+            "activation_signs": ({"unsigned": ov_info["unsigned"], "signed": ov_info["signed"]}
+                                 if ov_info.get("signed") or ov_info.get("unsigned") else None),
+            "first_layer_7bit": ov_info.get("first_layer") or [],
+            "outputs_float": outputs_float,
             "weights_bytes": {"before": _model_bytes(model), "after": _model_bytes(out)},
         })
         report.modified = True
@@ -726,6 +729,9 @@ class Int8DynamicPass(Pass):
         report = self.new_report()
         family = _device_family(ctx.device)
         _check_excludes(model, o["exclude"], self.name)
+        if family == "openvino":
+            report.decline("the whole model", OPENVINO_DYNAMIC_NOTE + "; returned unchanged")
+            return PassResult(model, report)
         if _decline_unsupported(model, report):
             return PassResult(model, report)
         renamed = _name_nodes(model)
