@@ -21,7 +21,7 @@ OpenVINO (NNCF 3.4 sources):
   (``nncf/common/hardware/setups/cpu.py``: convolution, MatMul, Add, Multiply, average pooling,
   Concat with unified scales, Interpolate, ...), propagated through quantization-agnostic ops
   (MaxPool, Reshape, Transpose, ...), none on Softmax/Sigmoid/normalizations, and no quantizer on
-  the model outputs (``quantize_outputs=False``);
+  the model outputs (``quantize_outputs=False``): a Q/DQ pair only where a quantized op reads it;
 * GPU and NPU: NNCF quantizes A8W8 with the CPU setup (``MinMaxQuantization._set_mode_based_params``
   switches the target device to CPU).
 
@@ -49,11 +49,12 @@ CUDA_DEVICES = {"cuda", "gpu", "ort-cuda"}
 CPU_DEVICES = {"cpu", "ort-cpu"}
 OPENVINO_DEVICES = {"openvino", "openvino-gpu", "openvino-npu"}
 VNNI = ("AVX-512 VNNI", "AVX-VNNI", "AMX-INT8")
-# NNCF's CPU setup (nncf/common/hardware/setups/cpu.py) in ONNX op types, limited to those ONNX
-# Runtime's QDQ quantizer handles: quantizable (Conv, MatMul, Add, Mul, pooling, Concat, Resize)
-# and quantization-agnostic (MaxPool, shape ops, Relu/Clip, which the U8 zero point absorbs).
+# NNCF's CPU setup (nncf/common/hardware/setups/cpu.py) in ONNX op types: quantizable (Conv,
+# MatMul, Add, Mul, pooling, ReduceMean, Concat, Resize) and quantization-agnostic (MaxPool, shape
+# ops, Relu/Clip, which the U8 zero point absorbs). Left out: the ops whose constant inputs ONNX
+# Runtime would quantize as weights (Sub, Div, Pow: epsilons, exponents) and the comparisons.
 OPENVINO_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "AveragePool",
-                "GlobalAveragePool", "Concat", "Resize", "MaxPool", "Relu", "Clip", "Reshape",
+                "GlobalAveragePool", "ReduceMean", "Concat", "Resize", "MaxPool", "Relu", "Clip", "Reshape",
                 "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Split", "Pad")
 
 _OPENVINO_REASONS = (
@@ -67,10 +68,11 @@ _OPENVINO_REASONS = (
     "ModeBasedDefaults); measured here (AVX2): 7-bit weights everywhere, the cpu scheme's, lowered "
     "ResNet-50's cosine to FP32 (0.9992 vs 0.9998) and sped nothing up",
     "placement openvino: Q/DQ on the inputs of the ops NNCF's CPU hardware setup quantizes "
-    "(Conv, MatMul/Gemm, Add, Mul, pooling, Concat, Resize; nncf/common/hardware/setups/cpu.py) and "
-    "through MaxPool/shape ops; none on Softmax, Sigmoid or normalizations; model outputs left in float "
-    "(NNCF's quantize_outputs=False). OpenVINO's ONNX frontend reads each Q/DQ pair as a FakeQuantize, "
-    "run as int8 kernels by its low-precision transformations",
+    "(Conv, MatMul/Gemm, Add, Mul, pooling, ReduceMean, Concat, Resize; nncf/common/hardware/setups/"
+    "cpu.py) and through MaxPool/shape ops, and only where a quantized op reads the tensor: none in "
+    "front of Softmax, Sigmoid, normalizations or the model outputs (NNCF's quantize_outputs=False). "
+    "OpenVINO's ONNX frontend reads each Q/DQ pair as a FakeQuantize, run as int8 kernels by its "
+    "low-precision transformations",
     "not reproduced from NNCF: its fast bias correction, and its activation ranges as the mean of "
     "per-batch min/max (the calibration option sets the ranges here)",
 )

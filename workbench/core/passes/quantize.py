@@ -431,25 +431,50 @@ def _openvino_overrides(pre: onnx.ModelProto, ranges: Any, scheme: Int8Scheme,
     return overrides, info
 
 
-def _strip_output_qdq(model: onnx.ModelProto) -> int:
-    """Remove the Q/DQ pair in front of each graph output (NNCF's quantize_outputs=False: an output
-    quantizer only rounds the result). Returns how many were removed."""
+def _strip_float_qdq(model: onnx.ModelProto, quantized_ops: set[str]) -> int:
+    """Remove the activation Q/DQ pairs that no quantized op consumes: in front of the model outputs
+    and of ops left in float (Softmax, Sigmoid, ...). NNCF places quantizers on the inputs of
+    quantizable ops only (and none on outputs, ``quantize_outputs=False``); ONNX Runtime also
+    quantizes every quantized op's output, which there only adds a rounding. Returns how many."""
+    inits = {i.name for i in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
     prod = _producers(model)
-    uses = Counter(i for n in model.graph.node for i in n.input)
     drop: list[onnx.NodeProto] = []
-    for out in model.graph.output:
-        dq = prod.get(out.name)
-        q = prod.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-        if q is None or q.op_type != "QuantizeLinear" or uses[dq.input[0]] != 1:
+    removed = 0
+    for q in [n for n in model.graph.node if n.op_type == "QuantizeLinear"]:
+        x = q.input[0]
+        dqs = consumers.get(q.output[0], [])
+        if x in inits or not dqs or any(d.op_type != "DequantizeLinear" for d in dqs):
             continue
-        src = prod.get(q.input[0])
-        if src is None or uses[q.input[0]] != 1 or any(o.name == q.input[0] for o in model.graph.output):
-            continue
-        src.output[list(src.output).index(q.input[0])] = out.name
-        drop += [q, dq]
+        kept = len(dqs)
+        for dq in dqs:
+            y = dq.output[0]
+            users = consumers.get(y, [])
+            if any(u.op_type in quantized_ops for u in users):
+                continue
+            if y in outputs:  # the output keeps its name: the float producer writes it directly
+                src = prod.get(x)
+                if (len(dqs) > 1 or src is None or len(consumers.get(x, [])) != 1 or x in outputs
+                        or any(i.name == x for i in model.graph.input)):
+                    continue
+                src.output[list(src.output).index(x)] = y
+            else:
+                for u in users:
+                    for k, name in enumerate(u.input):
+                        if name == y:
+                            u.input[k] = x
+            drop.append(dq)
+            kept -= 1
+            removed += 1
+        if not kept:
+            drop.append(q)
     for n in drop:
         model.graph.node.remove(n)
-    return len(drop) // 2
+    return removed
 
 
 # --- TensorRT residual inputs -------------------------------------------------------------------
@@ -566,7 +591,7 @@ class Int8Pass(Pass):
         if scheme.placement == "tensorrt":
             op_types = list(WEIGHTED_OPS)
         elif scheme.placement == "openvino":
-            op_types = sorted(set(OPENVINO_OPS) & (set(QLinearOpsRegistry) | set(QDQRegistry)))
+            op_types = list(OPENVINO_OPS)  # ReduceMean, in no ORT registry, gets its generic Q/DQ
         else:
             op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
         op_types = [t for t in op_types if t not in set(o["exclude_op_types"])]
@@ -647,7 +672,7 @@ class Int8Pass(Pass):
         residual = 0
         if scheme.placement == "tensorrt":
             residual = _qdq_residual_adds(out, ranges, report)
-        outputs_float = 0 if scheme.quantize_outputs else _strip_output_qdq(out)
+        outputs_float = 0 if scheme.quantize_outputs else _strip_float_qdq(out, set(op_types))
         _restore_metadata(out, model)
 
         candidates = set(op_types) | ({"Relu", "Clip"} if scheme.placement == "all" else set())
@@ -669,7 +694,8 @@ class Int8Pass(Pass):
         if ov_info.get("first_layer"):
             report.notes.append("7-bit weights on the first layer: " + ", ".join(ov_info["first_layer"]))
         if outputs_float:
-            report.notes.append(f"{outputs_float} model outputs left in float (their Q/DQ removed)")
+            report.notes.append(f"{outputs_float} Q/DQ pairs left out where no quantized op reads the "
+                                "tensor (model outputs, ops kept in float), as NNCF places them")
         ops = Counter(n.op_type for n in out.graph.node)
         report.metrics.update({
             "scheme": scheme.to_dict(),
