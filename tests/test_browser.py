@@ -221,6 +221,15 @@ def test_workbench_in_jupyterlab(browser, lab):
         graph.first.scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / "03_graph_view.png"))
 
+        # The same build on every CPU runtime, side by side (issue 18).
+        page.locator("button.widget-button", has_text="Compare runtimes").click()
+        runtimes = page.locator(".wb-runtimes").first
+        expect(runtimes).to_contain_text("fastest:", timeout=120_000)
+        expect(runtimes).to_contain_text("OpenVINO CPU (f32)")
+        expect(runtimes).to_contain_text("ONNX Runtime CPU")
+        runtimes.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "03b_runtimes.png"))
+
         page.get_by_role("tab", name="Netron").click()
         page.locator("button.widget-button", has_text="Show in Netron").click()
         frame_sel = "iframe[title='Netron']"

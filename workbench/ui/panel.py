@@ -373,7 +373,7 @@ class Workbench:
         self.w_stage.value = "comparing runtimes"
         c = compare_runtimes(rec.model, cpu_targets(), batch=self.session.batch, threads=self.session.threads,
                              rounds=rounds, budget_s=budget_s, progress=self._progress)
-        self.runtimes_box.show(c)
+        self.runtimes_box.show(c, "baseline" if rec is self.session.baseline else f"build #{rec.index}")
         self.w_stage.value = f"fastest runtime: {c.fastest.label}"
         return c
 

@@ -13,8 +13,9 @@ from ..core.evaluation.compare import RuntimeComparison
 __all__ = ["RuntimesBox", "runtimes_html"]
 
 
-def runtimes_html(c: RuntimeComparison) -> str:
-    """A table: one row per runtime, the fastest in bold, with how it was measured."""
+def runtimes_html(c: RuntimeComparison, title: str | None = None) -> str:
+    """A table: one row per runtime, the fastest in bold, with how it was measured (``title``
+    names the build; default: the model's name)."""
     fastest = c.fastest
     rows = []
     for r in c.rows:
@@ -28,11 +29,11 @@ def runtimes_html(c: RuntimeComparison) -> str:
                     f"<td>{r.max_abs:.2g}</td></tr>")
     head = ("<tr><th>runtime</th><th>p50 ms</th><th>p99 ms</th><th>items/s</th>"
             f"<th>speed-up vs {html.escape(c.rows[0].label)}</th><th>precision hint</th>"
-            "<th>max |err| vs first</th></tr>")
+            "<th>max |output diff| vs first</th></tr>")
     isa = ", ".join(c.machine.get("isa") or []) or "?"
     return (f"<div class='wb-runtimes'><b>fastest: {html.escape(fastest.label)}</b> "
             f"({fastest.speedup:.2f}x)<table style='font-size:90%'>{head}{''.join(rows)}</table>"
-            f"<div style='font-size:85%;color:#616161'>{html.escape(c.model)}: {html.escape(c.method)}; "
+            f"<div style='font-size:85%;color:#616161'>{html.escape(title or c.model)}: {html.escape(c.method)}; "
             f"{html.escape(str(c.machine.get('cpu')))} ({html.escape(isa)})</div></div>")
 
 
@@ -41,12 +42,13 @@ class RuntimesBox:
 
     def __init__(self, compare: Callable[[], Any], guard: Callable[[Callable[[], Any]], Any]) -> None:
         self.w_button = W.Button(description="Compare runtimes", icon="balance-scale",
-                                 tooltip="the current build on every CPU runtime here, interleaved in one run")
+                                 tooltip="the current build on every CPU runtime here, interleaved in one run",
+                                 layout=W.Layout(width="auto"))
         self.w_out = W.HTML("<i style='font-size:90%'>Which CPU runtime runs the current build fastest: "
                             "ONNX Runtime and OpenVINO (f32, and bf16 where the CPU has it), measured "
                             "side by side.</i>")
         self.w_button.on_click(lambda _: guard(compare))
         self.widget = W.VBox([self.w_button, self.w_out])
 
-    def show(self, c: RuntimeComparison) -> None:
-        self.w_out.value = runtimes_html(c)
+    def show(self, c: RuntimeComparison, title: str | None = None) -> None:
+        self.w_out.value = runtimes_html(c, title)
