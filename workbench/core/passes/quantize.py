@@ -542,16 +542,18 @@ class Int8Pass(Pass):
         Option("per_channel", str, "auto", "per-channel weight scales (auto: true on every target)",
                choices=AUTO_BOOL),
         Option("activation_type", str, "auto",
-               "activation integer type (auto: u8 on x86 CPUs, s8 on Arm and GPUs)",
+               "activation integer type (auto: u8 on x86 CPUs, s8 on Arm and GPUs; on openvino each "
+               "tensor's sign decides, as NNCF does: u8 where non-negative, else s8)",
                choices=("auto", "u8", "s8")),
         Option("weight_type", str, "auto", "weight integer type (auto: s8)", choices=("auto", "u8", "s8")),
         Option("symmetric_activations", str, "auto",
-               "symmetric activation ranges (auto: true for TensorRT/CUDA and Arm, false on x86 "
-               "so uint8 zero points can absorb ReLU)", choices=AUTO_BOOL),
+               "symmetric activation ranges (auto: true for TensorRT/CUDA, Arm and openvino, false on "
+               "x86 so uint8 zero points can absorb ReLU)", choices=AUTO_BOOL),
         Option("symmetric_weights", str, "auto", "symmetric weight ranges (auto: true)",
                choices=AUTO_BOOL),
         Option("reduce_range", str, "auto",
-               "7-bit weights (auto: true on x86 CPUs without VNNI, whose u8 x s8 kernels saturate)",
+               "7-bit weights (auto: true on x86 CPUs without VNNI, whose u8 x s8 kernels saturate; "
+               "on openvino the first convolution only, NNCF's default)",
                choices=AUTO_BOOL),
         Option("exclude", list, [], "node names to keep in float (e.g. conv1+fc)"),
         Option("exclude_op_types", list, [], "op types to keep in float (e.g. Gemm+Add)"),
