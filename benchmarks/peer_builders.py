@@ -1,9 +1,15 @@
-"""The peers: each builds an ONNX model with its own real package (documented defaults / best settings).
+"""The peers: each builds its model with its own real package (documented defaults / best settings).
 
 A builder takes the FP32 ``ModelProto`` and the calibration feeds (a list of feed dicts, the same
 list for every peer and for the workbench) and returns the built ``ModelProto``. ``PEERS`` maps a
 row name to ``(pypi package that must be installed, builder)``; missing packages are reported, not
 hidden. Import of every peer package is lazy.
+
+``OV_PEERS`` are the rows OpenVINO runs: OpenVINO itself on the FP32 ONNX (with the f32 precision
+hint, and with the device's default precision) and NNCF's ``nncf.quantize`` /
+``nncf.quantize_with_accuracy_control`` on the model OpenVINO converts. Their builders also take the
+labeled validation data (or None) and return an :class:`OvBuild`: the IR to compile (None: the
+ONNX as given) and the precision hint. A builder that cannot apply raises :class:`PeerSkipped`.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import importlib.util
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +165,116 @@ def _olive(pass_config: dict, needs_data: bool) -> Builder:
     return build
 
 
+# --- OpenVINO and NNCF ----------------------------------------------------------------------------
+
+Validation = tuple[Feeds, np.ndarray]  # per-sample feeds and their labels
+NNCF_MAX_DROP = 0.01  # quantize_with_accuracy_control: at most 1 top-1 point below FP32 (absolute)
+
+
+class PeerSkipped(Exception):
+    """The peer does not apply to this subject (the reason is the message)."""
+
+
+@dataclass(frozen=True)
+class OvBuild:
+    """An OpenVINO row: the IR to compile (``xml`` None: the FP32 ONNX as it is), the
+    INFERENCE_PRECISION_HINT (None: the device's default, read back after compiling) and notes."""
+
+    xml: bytes | None = None
+    weights: bytes = b""
+    precision: str | None = "f32"
+    notes: tuple[str, ...] = ()
+
+
+OvBuilder = Callable[[onnx.ModelProto, Feeds, "Validation | None"], OvBuild]
+
+
+def per_sample(feeds: Feeds) -> Feeds:
+    """The feeds cut into one sample each where every input has the same leading batch axis (NNCF's
+    examples calibrate on a batch-1 DataLoader, and its activation ranges average per item)."""
+    out: Feeds = []
+    for f in feeds:
+        sizes = {v.shape[0] if v.ndim else None for v in f.values()}
+        if len(sizes) == 1 and None not in sizes:
+            out += [{k: v[i:i + 1] for k, v in f.items()} for i in range(next(iter(sizes)))]
+        else:
+            out.append(f)
+    return out
+
+
+def _ov_model(proto: onnx.ModelProto, d: Path):
+    """``ov.convert_model`` of the ONNX file (OpenVINO's documented entry for ONNX models before
+    NNCF: it folds BatchNormalization into the convolutions, ``Core.read_model`` does not)."""
+    import openvino as ov  # noqa: PLC0415
+
+    src = d / "fp32.onnx"
+    onnx.save(proto, str(src))
+    return ov.convert_model(str(src))
+
+
+def _ir(model, d: Path) -> tuple[bytes, bytes]:
+    import openvino as ov  # noqa: PLC0415
+
+    xml = d / "nncf.xml"
+    ov.save_model(model, str(xml), compress_to_fp16=False)
+    return xml.read_bytes(), xml.with_suffix(".bin").read_bytes()
+
+
+def openvino_fp32(proto: onnx.ModelProto, feeds: Feeds, val: Validation | None) -> OvBuild:
+    return OvBuild(precision="f32")
+
+
+def openvino_default(proto: onnx.ModelProto, feeds: Feeds, val: Validation | None) -> OvBuild:
+    return OvBuild(precision=None)
+
+
+def nncf_default(proto: onnx.ModelProto, feeds: Feeds, val: Validation | None) -> OvBuild:
+    """``nncf.quantize(ov_model, nncf.Dataset(calibration items))`` with every default (preset
+    PERFORMANCE, fast bias correction, subset 300)."""
+    import nncf  # noqa: PLC0415
+
+    items = per_sample(feeds)
+    with tempfile.TemporaryDirectory() as d:
+        q = nncf.quantize(_ov_model(proto, Path(d)), nncf.Dataset(items))
+        xml, weights = _ir(q, Path(d))
+    return OvBuild(xml, weights, "f32", (f"calibration: {len(items)} items of batch 1",))
+
+
+def nncf_accuracy_control(proto: onnx.ModelProto, feeds: Feeds, val: Validation | None) -> OvBuild:
+    """``nncf.quantize_with_accuracy_control`` with top-1 on held-out labeled data as the metric,
+    ``max_drop=0.01`` (absolute): layers are reverted to float until the drop is within it."""
+    if val is None:
+        raise PeerSkipped("unlabeled subject: NNCF's accuracy control needs a validation metric on "
+                          "labeled data")
+    import nncf  # noqa: PLC0415
+
+    vfeeds, labels = val
+    items = list(zip(vfeeds, labels))
+
+    def validate(compiled, data) -> tuple[float, list[float]]:
+        out = compiled.output(0)
+        hits = [float(int(np.argmax(compiled(f)[out], 1)[0]) == int(y)) for f, y in data]
+        return float(np.mean(hits)) if hits else 0.0, hits
+
+    calib = per_sample(feeds)
+    with tempfile.TemporaryDirectory() as d:
+        q = nncf.quantize_with_accuracy_control(
+            _ov_model(proto, Path(d)), nncf.Dataset(calib), nncf.Dataset(items), validate,
+            max_drop=NNCF_MAX_DROP, drop_type=nncf.DropType.ABSOLUTE)
+        xml, weights = _ir(q, Path(d))
+    return OvBuild(xml, weights, "f32", (f"calibration: {len(calib)} items; validation: top-1 on "
+                                         f"{len(items)} labeled samples; max_drop {NNCF_MAX_DROP}",))
+
+
+# row name -> (package that must be installed, builder); OpenVINO runs them
+OV_PEERS: dict[str, tuple[str, OvBuilder]] = {
+    "OpenVINO FP32": ("openvino", openvino_fp32),
+    "OpenVINO default": ("openvino", openvino_default),
+    "NNCF int8 on OpenVINO": ("nncf", nncf_default),
+    "NNCF int8 accuracy control": ("nncf", nncf_accuracy_control),
+}
+
+
 # row name -> (package that must be installed, builder)
 PEERS: dict[str, tuple[str, Builder]] = {
     "onnxslim + ORT": ("onnxslim", onnxslim_default),
@@ -172,7 +289,7 @@ PEERS: dict[str, tuple[str, Builder]] = {
 }
 
 _MODULE = {"onnxslim": "onnxslim", "onnxsim": "onnxsim", "onnxruntime": "onnxruntime",
-           "olive-ai": "olive", "polygraphy": "polygraphy"}
+           "olive-ai": "olive", "polygraphy": "polygraphy", "openvino": "openvino", "nncf": "nncf"}
 
 
 def missing(package: str) -> str | None:

@@ -1,9 +1,14 @@
 """The workbench against the tools users would pick instead, side by side in one run.
 
 For each subject model (the samples and real third-party ONNX models shipped inside PyPI wheels):
-every peer builds its model with its own package (``peer_builders.PEERS``), the workbench builds
-its best recipe (and the search result, if ``results/search.json`` exists), all from the same
-FP32 model and the same calibration feeds. Then, per row:
+every peer builds its model with its own package (``peer_builders.PEERS``, run by ONNX Runtime;
+``peer_builders.OV_PEERS``, run by OpenVINO: OpenVINO FP32, OpenVINO's default precision, NNCF's
+int8 with and without accuracy control), the workbench builds its best recipe (and the search
+result, if ``results/search.json`` exists), all from the same FP32 model and the same calibration
+feeds. The workbench's builds also run on OpenVINO (``... on OpenVINO``: the same file) and its
+int8 recipes are built for ``--device openvino`` too (``... for openvino``, run by OpenVINO), so
+the headline compares the workbench's best build on its best CPU runtime with the best peer on
+either runtime. Then, per row:
 
 * accuracy on the labeled test set (the trained sample), or fidelity to ORT FP32 ``all``
   (top-1 agreement, cosine, max error) on fixed random inputs for unlabeled models;
@@ -33,13 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from common import interleaved, write_json
-from peer_builders import PEERS, missing
+from peer_builders import OV_PEERS, PEERS, OvBuild, PeerSkipped, missing
 from workbench import load_dataset, load_model
 from workbench.core.build import optimize
 from workbench.core.cache import BuildCache
+from workbench.core.engines.base import Runner
 from workbench.core.engines.ort_cpu import OrtCpuOptions, OrtCpuRunner
 from workbench.core.evaluation.data import Dataset
 from workbench.core.evaluation.metrics import FidelityAccumulator, topk_correct
@@ -133,27 +138,62 @@ class Plan:
     rounds: int = 3
     budget_s: float = 0.25
     min_iterations: int = 3
+    validation: int = 500  # labeled samples for NNCF's accuracy control (held out of calibration)
 
 
-def _data(s: Subject, model: Model, plan: Plan) -> tuple[Dataset, Feeds, np.ndarray | None]:
-    """Calibration dataset (same for everyone), evaluation feeds and labels."""
+Validation = tuple[Feeds, np.ndarray]
+
+
+def _data(s: Subject, model: Model, plan: Plan) -> tuple[Dataset, Feeds, np.ndarray | None, Validation | None]:
+    """Calibration dataset (same for everyone), evaluation feeds and labels, and for labeled
+    subjects the validation data of NNCF's accuracy control: the next ``plan.validation`` labeled
+    images of the calibration file (training images: neither calibration nor test set)."""
     if s.labeled:
-        calib = load_dataset(str(HERE.parent / "sample_models" / "fashion_mnist_calib.npz"), model)
-        calib = Dataset({k: v[:plan.calib] for k, v in calib.inputs.items()}, None, calib.source,
-                        calib.preprocessing)
+        full = load_dataset(str(HERE.parent / "sample_models" / "fashion_mnist_calib.npz"), model)
+        calib = Dataset({k: v[:plan.calib] for k, v in full.inputs.items()}, None, full.source,
+                        full.preprocessing)
         test = load_dataset(None, model)
         n = min(plan.eval_samples, len(test))
         feeds = [f for f, _ in test.batches(250, n)]
         labels = test.labels[:n]
-        return calib, feeds, labels
+        stop = min(plan.calib + plan.validation, len(full))
+        val = ([{k: v[i:i + 1] for k, v in full.inputs.items()} for i in range(plan.calib, stop)],
+               np.asarray(full.labels[plan.calib:stop]))
+        return calib, feeds, labels, val
     groups = [subject_feeds(s, model, 1, seed=1000 + i) for i in range(plan.calib)]
     calib = Dataset({}, None, f"random inputs ({plan.calib})", None, [], groups)
     feeds = [subject_feeds(s, model, 8, seed=2000 + i) for i in range(max(1, plan.eval_samples // 8))]
-    return calib, feeds, None
+    return calib, feeds, None, None
+
+
+def _passes(recipe: str) -> list[str]:
+    return [p.split(":")[0] for p in recipe.split(",")]
+
+
+def _built(row: dict) -> bool:
+    """A row that built and has not failed since: an ONNX model, or an OpenVINO IR to run."""
+    return "proto" in row or "ir" in row
+
+
+def _unbuild(row: dict) -> None:
+    for k in ("proto", "ir", "model"):
+        row.pop(k, None)
+
+
+def _ov_row(model: Model, b: OvBuild) -> dict:
+    """Row fields of an OpenVINO peer: its IR (converted from ``model``), or ``model`` itself."""
+    from workbench.core.engines.openvino import OpenVinoIR  # noqa: PLC0415
+
+    out: dict = {"runtime": "openvino", "precision": b.precision, "model": model, "notes": list(b.notes)}
+    if b.xml is None:
+        out["proto"] = model.proto
+    else:
+        out["ir"] = OpenVinoIR(b.xml, b.weights, model.fingerprint)
+    return out
 
 
 def _build_rows(s: Subject, model: Model, calib: Dataset, search: dict | None,
-                log: Callable[[str], None]) -> dict[str, dict]:
+                log: Callable[[str], None], validation: Validation | None = None) -> dict[str, dict]:
     calib_feeds = [f for f, _ in calib.batches(16)]
     rows: dict[str, dict] = {f"ORT FP32 {lv}": {"kind": "ORT FP32", "level": lv, "proto": model.proto,
                                                 "build_s": 0.0} for lv in LEVELS}
@@ -163,6 +203,14 @@ def _build_rows(s: Subject, model: Model, calib: Dataset, search: dict | None,
             rows[name] = {"kind": "peer", "skipped": why}
             continue
         rows[name] = _timed(lambda b=builder: b(model.proto, calib_feeds), "peer", log, name)
+    no_ov = missing("openvino")
+    for name, (pkg, builder) in OV_PEERS.items():
+        why = no_ov or missing(pkg)
+        if why:
+            rows[name] = {"kind": "peer", "skipped": why}
+            continue
+        rows[name] = _timed(lambda b=builder: b(model.proto, calib_feeds, validation), "peer", log, name,
+                            lambda b: _ov_row(model, b))
     recipes = list(s.recipes)
     if search and search.get(s.key):
         recipes.append(search[s.key])
@@ -171,6 +219,21 @@ def _build_rows(s: Subject, model: Model, calib: Dataset, search: dict | None,
         rows[name] = _timed(lambda r=r: optimize(model, r, calibration=calib,
                                                  cache=BuildCache(enabled=False)).model.proto,
                             "workbench", log, name)
+        if no_ov:
+            continue
+        if "proto" in rows[name]:  # the same file, run by OpenVINO
+            rows[f"{name} on OpenVINO"] = {"kind": "workbench", "build_s": rows[name]["build_s"],
+                                           **_ov_row(load_model(rows[name]["proto"], check=False), OvBuild())}
+        if "int8" in _passes(r):  # built for --device openvino (NNCF's conventions), run by OpenVINO
+            rows[f"{name} for openvino"] = _timed(
+                lambda r=r: optimize(model, r, device="openvino", calibration=calib,
+                                     cache=BuildCache(enabled=False)).model.proto, "workbench", log,
+                f"{name} for openvino", lambda p: _ov_row(load_model(p, check=False), OvBuild()))
+    if not no_ov and not any(_passes(r) == ["int8"] for r in recipes):
+        name = "workbench int8 for openvino"
+        rows[name] = _timed(lambda: optimize(model, "int8", device="openvino", calibration=calib,
+                                             cache=BuildCache(enabled=False)).model.proto, "workbench", log,
+                            name, lambda p: _ov_row(load_model(p, check=False), OvBuild()))
     return rows
 
 
@@ -184,23 +247,51 @@ def _short(text: str, n: int = 110) -> str:
     return text if len(text) <= 2 * n else f"{text[:n]} … {text[-n:]}"
 
 
-def _timed(fn: Callable[[], onnx.ModelProto], kind: str, log: Callable[[str], None], name: str) -> dict:
+def _timed(fn: Callable[[], object], kind: str, log: Callable[[str], None], name: str,
+           to_row: Callable[[object], dict] = lambda proto: {"proto": proto}) -> dict:
+    """Build a row; ``to_row`` turns what the builder returned into the row's fields (default: an
+    ONNX ``ModelProto`` for ONNX Runtime)."""
     t0 = time.perf_counter()
     try:
-        proto = fn()
+        built = fn()
+        fields = to_row(built)
+    except PeerSkipped as e:  # the peer does not apply to this subject
+        log(f"  {name}: skipped: {e}")
+        return {"kind": kind, "skipped": str(e)}
     except Exception as e:  # a peer that fails on a model is a result, kept with its reason
         log(f"  {name}: build FAILED: {type(e).__name__}: {e}")
         return {"kind": kind, "error": f"build: {_one_line(e)}",
                 "trace": traceback.format_exc(limit=3)[-800:]}
     dt = time.perf_counter() - t0
     log(f"  built {name} in {dt:.1f} s")
-    return {"kind": kind, "proto": proto, "build_s": dt}
+    return {"kind": kind, **fields, "build_s": dt}
 
 
-def _runner(proto: onnx.ModelProto, level: str, threads: int) -> OrtCpuRunner:
-    r = OrtCpuRunner(load_model(proto, check=False), OrtCpuOptions(threads=threads, optimization_level=level))
+def _runner(row: dict, threads: int) -> Runner:
+    """The row's runner, activated: ONNX Runtime CPU at the row's level, or OpenVINO's CPU plugin
+    (``runtime`` openvino: the LATENCY hint and the row's precision hint, its IR if it has one)."""
+    if row.get("runtime") == "openvino":
+        from workbench.core.evaluation.run import make_runner  # noqa: PLC0415
+
+        r = make_runner(row["model"], "openvino", threads=threads, precision=row["precision"],
+                        performance_hint="latency", ir=row.get("ir"))
+    else:
+        r = OrtCpuRunner(load_model(row["proto"], check=False),
+                         OrtCpuOptions(threads=threads, optimization_level=row.get("level", "all")))
     r.activate()
+    if row.get("runtime") == "openvino":  # what OpenVINO runs it in, read back from the compiled model
+        got = r.settings
+        row["runtime_settings"] = {k: got.get(k) for k in ("precision", "threads", "performance_hint",
+                                                           "openvino", "model_format")}
     return r
+
+
+def runtime_label(row: dict) -> str:
+    """``ORT CPU`` or ``OpenVINO CPU f32`` (the precision OpenVINO reported, else the one asked)."""
+    if row.get("runtime") != "openvino":
+        return "ORT CPU"
+    got = (row.get("runtime_settings") or {}).get("precision") or row.get("precision")
+    return f"OpenVINO CPU {got or 'default'}" + (" (default)" if row.get("precision") is None else "")
 
 
 def xcheck_feeds(feeds: Feeds) -> Feeds:
@@ -215,17 +306,17 @@ def xcheck_feeds(feeds: Feeds) -> Feeds:
 
 def _quality(rows: dict[str, dict], feeds: Feeds, labels: np.ndarray | None, threads: int) -> None:
     """Accuracy (labels) and fidelity to ORT FP32 ``all`` (first output) on the same feeds."""
-    ref_r = _runner(rows[BASE]["proto"], "all", threads)
+    ref_r = _runner(rows[BASE], threads)
     refs = [ref_r.infer(f) for f in feeds]
     xfeeds = xcheck_feeds(feeds)
     uncut = xfeeds[0] is feeds[0]  # the cross-check batch is the first batch itself: reuse its outputs
     xrefs = [refs[0]] if uncut else [ref_r.infer(f) for f in xfeeds]
     ref_r.deactivate()
     for row in rows.values():
-        if "proto" not in row:
+        if not _built(row):
             continue
         try:
-            r = _runner(row["proto"], row.get("level", "all"), threads)
+            r = _runner(row, threads)
             row["runner"] = r  # kept for the latency step (one session per row, batch 1 and 8)
             acc = FidelityAccumulator(next(iter(refs[0])))
             xcheck = FidelityAccumulator(next(iter(refs[0])))
@@ -244,7 +335,7 @@ def _quality(rows: dict[str, dict], feeds: Feeds, labels: np.ndarray | None, thr
                 xcheck.update(ref[next(iter(ref))], out[next(iter(out))])
         except Exception as e:
             row["error"] = f"run: {_one_line(e)}"
-            row.pop("proto")
+            _unbuild(row)
             if row.get("runner") is not None:
                 row.pop("runner").deactivate()
             continue
@@ -260,11 +351,18 @@ def _latency(rows: dict[str, dict], s: Subject, model: Model, plan: Plan, thread
     for b in (1, 8):
         feeds = subject_feeds(s, model, b, seed=7)
         for name, row in rows.items():
-            if "proto" not in row:
+            if not _built(row):
                 continue
             try:
-                r = row.get("runner") or _runner(row["proto"], row.get("level", "all"), threads)
-                row["runner"] = r
+                if b > 1 and row.get("runtime") == "openvino":
+                    # OpenVinoRunner.prepare returns its one infer request's infer(), bound to the
+                    # inputs set last: a second prepare on the same runner would make the batch-1
+                    # callable run batch 8 too. Each batch gets its own compiled model instead.
+                    r = _runner(row, threads)
+                    row.setdefault("more_runners", []).append(r)
+                else:
+                    r = row.get("runner") or _runner(row, threads)
+                    row["runner"] = r
                 configs[f"{name}|b{b}"] = r.prepare(feeds)
             except Exception as e:
                 row["error"] = f"run b{b}: {_one_line(e)}"
@@ -274,8 +372,9 @@ def _latency(rows: dict[str, dict], s: Subject, model: Model, plan: Plan, thread
     res = interleaved(configs, rounds=plan.rounds, batch_of=batch_of, min_iterations=plan.min_iterations,
                       budget_s=plan.budget_s, log=log)
     for row in rows.values():
-        if row.get("runner") is not None:
-            row.pop("runner").deactivate()
+        for r in [row.pop("runner", None), *row.pop("more_runners", [])]:
+            if r is not None:
+                r.deactivate()
     for key, c in res.items():
         name, b = key.split("|")
         ref = res[f"{BASE}|{b}"]["round_p50s_ms"]
@@ -297,7 +396,8 @@ def _polygraphy(rows: dict[str, dict], feeds: Feeds, threads: int) -> None:
     ref_sess = SessionFromOnnx(rows[BASE]["proto"].SerializeToString(), providers=["CPUExecutionProvider"])()
     out_name = rows[BASE]["proto"].graph.output[0].name
     for name, row in rows.items():
-        if "proto" not in row or "fidelity" not in row or name.startswith("ORT FP32"):
+        if ("proto" not in row or "fidelity" not in row or name.startswith("ORT FP32")
+                or row.get("runtime") == "openvino"):  # Polygraphy's ONNX Runtime runner: ORT rows only
             continue
         try:
             runners = [OnnxrtRunner(ref_sess, name="ref"),  # one session, reused by every comparison
@@ -332,24 +432,30 @@ def run_subject(s: Subject, plan: Plan, threads: int, search: dict | None = None
         phases[phase] = time.perf_counter() - t0 - sum(phases.values())
 
     model = load_model(s.locate())
-    calib, feeds, labels = _data(s, model, plan)
+    calib, feeds, labels, validation = _data(s, model, plan)
     log(f"{s.key}: building ({len(calib)} calibration samples)")
     mark("load")
-    rows = _build_rows(s, model, calib, search, log)
+    rows = _build_rows(s, model, calib, search, log, validation)
     mark("build")
     _quality(rows, feeds, labels, threads)
     mark("quality")
     if polygraphy and not missing("polygraphy"):
         _polygraphy(rows, feeds, threads)
     mark("polygraphy")
-    log(f"{s.key}: timing {sum('proto' in r for r in rows.values())} rows x batch 1, 8")
+    log(f"{s.key}: timing {sum(_built(r) for r in rows.values())} rows x batch 1, 8")
     _latency(rows, s, model, plan, threads, log)
     mark("latency")
     log(f"{s.key}: " + ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()))
     out = {}
     for name, row in rows.items():
-        if "proto" in row:
-            row["size_bytes"] = row.pop("proto").ByteSize()
+        if "ir" in row:  # OpenVINO IR: graph XML and weights
+            ir = row.pop("ir")
+            row["size_bytes"] = len(ir.xml) + len(ir.weights)
+        elif "proto" in row:
+            row["size_bytes"] = row["proto"].ByteSize()
+        _unbuild(row)
+        if "runtime" in row:
+            row["runtime_label"] = runtime_label(row)
         out[name] = row
     base_size = out[BASE]["size_bytes"]
     for row in out.values():
@@ -359,6 +465,7 @@ def run_subject(s: Subject, plan: Plan, threads: int, search: dict | None = None
             "labeled": s.labeled, "calibration_samples": len(calib),
             "eval_samples": sum(len(next(iter(f.values()))) for f in feeds) if labels is not None
             else len(feeds) * 8, "plan": plan.__dict__, "polygraphy_skipped": missing("polygraphy"),
+            "validation_samples": 0 if validation is None else len(validation[1]),
             "wall_s": time.perf_counter() - t0, "phases_s": phases, "rows": out}
 
 
@@ -379,11 +486,17 @@ def report(res: dict) -> str:
              f"{m['os']}, Python {m['python']}. `uptime` at start: {res['uptime']}; at end: {res.get('uptime_end', '?')}.", "",
              f"ISA: {', '.join(m['isa'])}. Peer versions: "
              + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + ".", "",
-             f"ONNX Runtime CPU, {res['threads']} intra-op threads, sequential; latency p50/p99 at batch 1, "
-             "throughput at batch 8 (random inputs); every row of a model measured interleaved in one "
-             "process, shuffled each round; **speed-up = median over rounds of the per-round ratio to "
-             f"`{BASE}`** (the headline: absolute times on this shared machine are noisy). Peers run with "
-             "`ORT_ENABLE_ALL` after their own build. Quality: top-1 delta on the labeled test subset "
+             f"Two CPU runtimes, {res['threads']} threads each: ONNX Runtime (CPU provider, sequential, "
+             "`ORT_ENABLE_ALL` after each peer's own build) and OpenVINO (CPU plugin, LATENCY hint, "
+             "INFERENCE_PRECISION_HINT f32 unless the row says default: the precision the plugin picked, "
+             "read back; bf16 only on CPUs with AVX-512 BF16/AMX). `... on OpenVINO`: the workbench's "
+             "file run by OpenVINO; `... for openvino`: built with `--device openvino` (int8 with NNCF's "
+             "conventions) and run by OpenVINO; NNCF rows quantize OpenVINO's conversion of the FP32 model "
+             "(`ov.convert_model`) with the same calibration samples, one per item. Latency p50/p99 at "
+             "batch 1, throughput at batch 8 (random inputs); every row of a model measured interleaved "
+             "in one process, shuffled each round; **speed-up = median over rounds of the per-round ratio "
+             f"to `{BASE}`** (the headline: absolute times on this shared machine are noisy). "
+             "Quality: top-1 delta on the labeled test subset "
              "(the trained sample) or fidelity of the first output to ORT FP32 on fixed random inputs "
              "(top-1 agreement where the output is [batch, classes], mean cosine, SQNR, max abs error). "
              f"Wall time of this script: {res['wall_s'] / 60:.1f} min"
@@ -397,20 +510,22 @@ def report(res: dict) -> str:
             lines += ["", f"Not in this run: {sub['skipped']}", ""]
             continue
         p = sub["plan"]
+        val = (f"; NNCF's accuracy control validates on {sub['validation_samples']} other labeled "
+               "images (training images, not the test set)") if sub.get("validation_samples") else ""
         lines += [f"Calibration: {sub['calibration_samples']} samples (the same for every row); quality on "
-                  f"{sub['eval_samples']} samples; {p['rounds']} rounds of ~{p['budget_s']} s (>= "
+                  f"{sub['eval_samples']} samples{val}; {p['rounds']} rounds of ~{p['budget_s']} s (>= "
                   f"{p['min_iterations']} runs) per row and batch; {sub['wall_s']:.0f} s.", "",
-                  "| row | quality vs FP32 | speed-up b1 [range] | p50 / p99 b1 ms | speed-up b8 | img/s b8 "
-                  "| size | build s | Polygraphy max err (agrees) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| row | runtime | quality vs FP32 | speed-up b1 [range] | p50 / p99 b1 ms | speed-up b8 "
+                  "| img/s b8 | size | build s | Polygraphy max err (agrees) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         rows = sub["rows"]
         base = rows[BASE]
         for name, r in rows.items():
             if "skipped" in r:
-                lines.append(f"| {name} | skipped: {r['skipped']} |||||||| ")
+                lines.append(f"| {name} | | skipped: {r['skipped']} |||||||| ")
                 continue
             if "error" in r:
-                lines.append(f"| {name} | **failed**: {_short(r['error'])} |||||||| ")
+                lines.append(f"| {name} | | **failed**: {_short(r['error'])} |||||||| ")
                 continue
             b1, b8 = r["b1"], r["b8"]
             poly = r.get("polygraphy") or {}
@@ -418,7 +533,8 @@ def report(res: dict) -> str:
                      f"{poly['max_absdiff']:.3g} ({'yes' if poly['agree'] else 'NO'})")
             bold = "**" if r["kind"] == "workbench" else ""
             lines.append(
-                f"| {bold}{name}{bold} | {_fmt_quality(r, base, sub['labeled'])} | {b1['speedup']:.2f}x "
+                f"| {bold}{name}{bold} | {r.get('runtime_label', 'ORT CPU')} | "
+                f"{_fmt_quality(r, base, sub['labeled'])} | {b1['speedup']:.2f}x "
                 f"[{b1['speedup_range'][0]:.2f}–{b1['speedup_range'][1]:.2f}] | {b1['p50_ms']:.2f} / "
                 f"{b1['p99_ms']:.2f} | {b8['speedup']:.2f}x | {b8['throughput']:.0f} | "
                 f"{r['size_bytes'] / 1e6:.2f} MB ({r['size_ratio']:.2f}x) | {r['build_s']:.1f} | {pcell} |")
@@ -453,16 +569,18 @@ def keeps_quality(row: dict, base: dict, labeled: bool) -> bool:
 def headline(res: dict) -> list[str]:
     """Per subject: the workbench's fastest build that keeps quality against the fastest peer that does."""
     lines = [f"Fastest build within {POINTS_BAR:g} top-1 point (labeled) or at mean cosine >= {COSINE_BAR} "
-             f"and SQNR >= {SQNR_BAR:g} dB (unlabeled) to ONNX Runtime FP32 `ORT_ENABLE_ALL`; speed-ups are paired ratios to it, "
+             f"and SQNR >= {SQNR_BAR:g} dB (unlabeled) to ONNX Runtime FP32 `ORT_ENABLE_ALL`, on either CPU runtime "
+             "(the workbench: its builds on ONNX Runtime and on OpenVINO; the peers: ONNX Runtime tools, "
+             "OpenVINO FP32/default and NNCF on OpenVINO, and ORT FP32 at its best level); speed-ups are paired ratios to it, "
              f"measured in the same run ({res['threads']} threads; `benchmarks/results/peers.json`).", "",
-             "| model | workbench | speed-up b1 / b8 | best peer | speed-up b1 / b8 | workbench / peer b1 |",
-             "|---|---|---|---|---|---|"]
+             "| model | workbench | runtime | speed-up b1 / b8 | best peer | runtime | speed-up b1 / b8 | workbench / peer b1 |",
+             "|---|---|---|---|---|---|---|---|"]
     for key, sub in res["subjects"].items():
         rows = sub.get("rows")
         if not rows:
             why = f"not in this run ({sub['skipped']})" if "skipped" in sub else \
                 f"not measured: {sub.get('error', '?')[:100]}"
-            lines.append(f"| {key} | {why} |||||")
+            lines.append(f"| {key} | {why} |||||||")
             continue
         base = rows[BASE]
 
@@ -473,11 +591,12 @@ def headline(res: dict) -> list[str]:
 
         wn, w = best("workbench")
         pn, pr = best("peer", "ORT FP32")  # ORT FP32 at its best level is a peer too
-        wcell = (f"`{wn.removeprefix('workbench ')}`", f"{w['b1']['speedup']:.2f}x / {w['b8']['speedup']:.2f}x") \
-            if w else ("no build kept quality" + _failures(rows), "—")
+        wcell = (f"`{wn.removeprefix('workbench ')}`", w.get("runtime_label", "ORT CPU"),
+                 f"{w['b1']['speedup']:.2f}x / {w['b8']['speedup']:.2f}x") \
+            if w else ("no build kept quality" + _failures(rows), "—", "—")
         ratio = f"{w['b1']['speedup'] / pr['b1']['speedup']:.2f}x" if w else "—"
-        lines.append(f"| {key} | {wcell[0]} | {wcell[1]} | {pn} | {pr['b1']['speedup']:.2f}x / "
-                     f"{pr['b8']['speedup']:.2f}x | {ratio} |")
+        lines.append(f"| {key} | {wcell[0]} | {wcell[1]} | {wcell[2]} | {pn} | {pr.get('runtime_label', 'ORT CPU')} | "
+                     f"{pr['b1']['speedup']:.2f}x / {pr['b8']['speedup']:.2f}x | {ratio} |")
     return lines + [""]
 
 
@@ -541,8 +660,8 @@ def _versions() -> dict[str, str]:
     from importlib import metadata  # noqa: PLC0415
 
     out = {}
-    for d in ("onnxruntime", "onnxslim", "onnxsim", "olive-ai", "polygraphy", "torch", "rapidocr-onnxruntime",
-              "silero-vad", "matplotlib"):
+    for d in ("onnxruntime", "openvino", "nncf", "onnxslim", "onnxsim", "olive-ai", "polygraphy", "torch",
+              "rapidocr-onnxruntime", "silero-vad", "matplotlib"):
         try:
             out[d] = metadata.version(d)
         except metadata.PackageNotFoundError:
@@ -590,6 +709,8 @@ def main() -> None:
     p.add_argument("--eval-unlabeled", type=int, default=32, help="random inputs for fidelity, third-party models")
     p.add_argument("--min-iterations", type=int, default=3, help="timed runs per row, batch and round (at least)")
     p.add_argument("--calib-unlabeled", type=int, default=16, help="calibration inputs, third-party models")
+    p.add_argument("--validation", type=int, default=500,
+                   help="labeled images NNCF's accuracy control validates on (the sample; held out of calibration)")
     p.add_argument("--render", action="store_true", help="only redraw peers.md and the plot from peers.json")
     a = p.parse_args()
     unknown = sorted((set(a.subjects or []) | set(a.skip)) - {s.key for s in SUBJECTS})
@@ -615,11 +736,11 @@ def main() -> None:
                                       + f"; `python benchmarks/peers.py --subjects {s.key}` measures it alone"}
             continue
         plan = Plan(calib=64 if s.labeled else a.calib_unlabeled, eval_samples=a.eval_samples if s.labeled else a.eval_unlabeled,
-                    rounds=a.rounds, min_iterations=a.min_iterations)
+                    rounds=a.rounds, min_iterations=a.min_iterations, validation=a.validation)
         if s.key == "sample:resnet50":  # ~100 ms per image at 2 threads: fewer, shorter rounds
             plan = Plan(calib=8, eval_samples=8, rounds=min(2, a.rounds), budget_s=0.1, min_iterations=1)
         if a.quick:
-            plan = Plan(calib=4, eval_samples=8, rounds=1, budget_s=0.05, min_iterations=1)
+            plan = Plan(calib=4, eval_samples=8, rounds=1, budget_s=0.05, min_iterations=1, validation=16)
         try:
             res["subjects"][s.key] = run_subject(s, plan, a.threads, search, not a.no_polygraphy)
         except Exception as e:  # a subject that cannot load (package missing) is reported

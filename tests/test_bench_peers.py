@@ -36,6 +36,8 @@ def test_harness_rows_quality_latency_and_report(tiny_subject, monkeypatch):
         "absent peer": ("no-such-package-xyz", _failing),
         "broken peer": ("onnxruntime", _failing),
     })
+    monkeypatch.setattr(peers, "OV_PEERS", {k: peer_builders.OV_PEERS[k] for k in
+                                            ("OpenVINO FP32", "NNCF int8 accuracy control")})
     sub = peers.run_subject(tiny_subject, TINY_PLAN, threads=1, polygraphy=False, log=lambda s: None)
     rows = sub["rows"]
     assert [f"ORT FP32 {lv}" for lv in peers.LEVELS] == list(rows)[:4]
@@ -53,12 +55,23 @@ def test_harness_rows_quality_latency_and_report(tiny_subject, monkeypatch):
         assert row["b1"]["speedup_range"][0] <= row["b1"]["speedup"] <= row["b1"]["speedup_range"][1]
     assert rows["absent peer"]["skipped"] == "no-such-package-xyz is not installed (pip install -e '.[bench]')"
     assert rows["broken peer"]["error"] == "build: RuntimeError: this peer cannot handle the model"
+    if peer_builders.missing("openvino") is None:  # rows OpenVINO runs, each with its own runner
+        ov = rows["OpenVINO FP32"]
+        assert ov["runtime_label"] == "OpenVINO CPU f32" and ov["runtime_settings"]["threads"] == 1
+        assert ov["fidelity"]["top1_agreement"] == 1.0 and ov["b1"]["p50_ms"] > 0 and ov["size_ratio"] == 1.0
+        on_ov = rows["workbench fuse on OpenVINO"]
+        assert on_ov["kind"] == "workbench" and on_ov["fidelity"]["cosine"] > 0.9999
+        for_ov = rows["workbench int8 for openvino"]  # no int8 recipe here: int8 for openvino is added
+        assert for_ov["runtime_label"] == "OpenVINO CPU f32" and for_ov["fidelity"]["cosine"] > 0.9
+        assert for_ov["b8"]["throughput"] > 0
+        if peer_builders.missing("nncf") is None:
+            assert rows["NNCF int8 accuracy control"]["skipped"].startswith("unlabeled subject")
     left_out = {"about": "big", "skipped": "left out with `--skip`; measured elsewhere"}
     res = {"threads": 1, "uptime": "up", "versions": {"onnxruntime": ort.__version__},
            "subjects": {"tiny": sub, "big": left_out}, "wall_s": 1.0, "machine": peers.machine_info(),
            "plots": []}
     md = peers.report(res)
-    assert "| **workbench fuse** |" in md and "skipped: no-such-package-xyz" in md
+    assert "| **workbench fuse** | ORT CPU |" in md and "skipped: no-such-package-xyz" in md
     assert "**failed**: build: RuntimeError" in md
     assert "Not in this run: left out with `--skip`; measured elsewhere" in md
     head = "\n".join(peers.headline(res))
@@ -76,8 +89,9 @@ def test_headline_picks_fastest_build_that_keeps_quality():
             "peer ok": row("peer", 1.5, 0.999), "workbench a": row("workbench", 3.0, 0.995),
             "workbench b": row("workbench", 4.0, 0.9)}
     res = {"threads": 2, "subjects": {"m": {"labeled": False, "rows": rows}}}
+    rows["OpenVINO int8"] = {**row("peer", 2.0, 0.999), "runtime": "openvino", "runtime_label": "OpenVINO CPU f32"}
     line = peers.headline(res)[4]
-    assert line == "| m | `a` | 3.00x / 3.00x | peer ok | 1.50x / 1.50x | 2.00x |"
+    assert line == "| m | `a` | ORT CPU | 3.00x / 3.00x | OpenVINO int8 | OpenVINO CPU f32 | 2.00x / 2.00x | 1.50x |"
 
 
 def test_wheel_subject_is_located_or_missing_with_reason():
@@ -113,12 +127,69 @@ def test_each_peer_builds_a_model_that_runs(name):
     assert cos > 0.9, f"{name}: cosine {cos}"
 
 
+def _labeled_validation(n: int = 8):
+    """Tiny-CNN inputs labeled with FP32's own top-1 (FP32 scores 1.0 on them)."""
+    rng = np.random.default_rng(5)
+    feeds = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(n)]
+    sess = ort.InferenceSession(tiny_cnn().SerializeToString())
+    labels = np.array([int(sess.run(None, f)[0].argmax()) for f in feeds])
+    return feeds, labels
+
+
+@pytest.mark.parametrize("name", list(peer_builders.OV_PEERS))
+def test_each_openvino_peer_builds_a_model_openvino_runs(name):
+    pkg, build = peer_builders.OV_PEERS[name]
+    why = peer_builders.missing("openvino") or peer_builders.missing(pkg)
+    if why:
+        pytest.skip(why)
+    from workbench import load_model  # noqa: PLC0415
+    from workbench.core.engines.openvino import OpenVinoIR  # noqa: PLC0415
+    from workbench.core.evaluation.run import make_runner  # noqa: PLC0415
+
+    src = load_model(tiny_cnn(), check=False)
+    if name == "NNCF int8 accuracy control":
+        with pytest.raises(peer_builders.PeerSkipped, match="unlabeled subject"):
+            build(src.proto, _calib(), None)
+    b = build(src.proto, _calib(), _labeled_validation())
+    assert b.precision == (None if name == "OpenVINO default" else "f32")
+    assert (b.xml is None) == name.startswith("OpenVINO")
+    ir = None if b.xml is None else OpenVinoIR(b.xml, b.weights, src.fingerprint)
+    x = _calib()[0]
+    ref = ort.InferenceSession(src.proto.SerializeToString()).run(None, x)[0]
+    with make_runner(src, "openvino", threads=1, precision=b.precision, ir=ir) as r:
+        out = r.infer(x)["y"]
+    cos = float((ref * out).sum() / (np.linalg.norm(ref) * np.linalg.norm(out)))
+    assert out.shape == ref.shape and cos > 0.9, f"{name}: cosine {cos}"
+
+
+def test_openvino_rows_time_each_batch_on_its_own_request(tiny_subject, monkeypatch):
+    """OpenVinoRunner.prepare binds the feeds to its one infer request, so batch 1 and batch 8
+    need two runners, or the batch-1 timing would run batch 8."""
+    if peer_builders.missing("openvino"):
+        pytest.skip(peer_builders.missing("openvino"))
+    monkeypatch.setattr(peers, "PEERS", {})
+    monkeypatch.setattr(peers, "OV_PEERS", {"OpenVINO FP32": peer_builders.OV_PEERS["OpenVINO FP32"]})
+    seen = {}
+    real = peers.interleaved
+
+    def spy(configs, **kw):
+        for key in ("OpenVINO FP32|b1", "OpenVINO FP32|b8", "workbench fuse on OpenVINO|b1"):
+            out = configs[key]()  # OpenVINO's infer(): its outputs
+            seen[key] = next(iter(out.values())).shape[0]
+        return real(configs, **kw)
+
+    monkeypatch.setattr(peers, "interleaved", spy)
+    peers.run_subject(tiny_subject, TINY_PLAN, threads=1, polygraphy=False, log=lambda s: None)
+    assert seen == {"OpenVINO FP32|b1": 1, "OpenVINO FP32|b8": 8, "workbench fuse on OpenVINO|b1": 1}
+
+
 def test_polygraphy_cross_check_agrees(tiny_subject, monkeypatch):
     why = peer_builders.missing("polygraphy")
     if why:
         pytest.skip(why)
     monkeypatch.setattr(peers, "PEERS", {"ORT quantize_dynamic defaults":
                                          peer_builders.PEERS["ORT quantize_dynamic defaults"]})
+    monkeypatch.setattr(peers, "OV_PEERS", {})
     sub = peers.run_subject(tiny_subject, TINY_PLAN, threads=1, polygraphy=True, log=lambda s: None)
     poly = sub["rows"]["ORT quantize_dynamic defaults"]["polygraphy"]
     assert poly["agree"] and poly["max_absdiff"] > 0
@@ -129,6 +200,7 @@ def test_plot_is_a_png(tiny_subject, monkeypatch, tmp_path):
     if peer_builders.missing("matplotlib"):
         pytest.skip("matplotlib is not installed (pip install -e '.[bench]')")
     monkeypatch.setattr(peers, "PEERS", {"broken peer": ("onnxruntime", _failing)})
+    monkeypatch.setattr(peers, "OV_PEERS", {"OpenVINO FP32": peer_builders.OV_PEERS["OpenVINO FP32"]})
     sub = peers.run_subject(tiny_subject, TINY_PLAN, threads=1, polygraphy=False, log=lambda s: None)
     names = peers.plot({"subjects": {"tiny": sub}}, out_dir=tmp_path)
     assert names == ["peers_speedup.png"]
