@@ -332,3 +332,15 @@ def test_bundle_tamper_options_and_version_mismatch(ov_bundle, tmp_path, monkeyp
     with b.runner() as r:
         assert r.infer({"x": X16})["prob"].shape == (8, 10)
         assert r.settings["model_format"] == "onnx"
+
+
+def test_a_prepared_call_keeps_its_own_inputs(sample):
+    """prepare() binds a request of its own: a later prepare or infer on other inputs (batch 8
+    after batch 1) must not change what the first prepared callable runs."""
+    m, feeds = sample
+    with make_runner(m, "openvino", threads=1) as r:
+        one = r.prepare({"input": feeds["input"][:1]})
+        eight = r.prepare({"input": feeds["input"][:8]})
+        r.infer({"input": feeds["input"][:4]})
+        assert next(iter(one().values())).shape[0] == 1
+        assert next(iter(eight().values())).shape[0] == 8

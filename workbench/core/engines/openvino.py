@@ -285,6 +285,7 @@ class OpenVinoRunner(Runner):
         self._in: list[_Port] = []
         self._out: list[tuple[str, int]] = []
         self._held: list[np.ndarray] = []  # arrays the request's input tensors share memory with
+        self._prepared: list[tuple[Any, list[np.ndarray]]] = []  # prepare()d requests and their inputs
         self._effective: dict[str, Any] = {}
 
     @classmethod
@@ -408,6 +409,7 @@ class OpenVinoRunner(Runner):
     def deactivate_impl(self) -> None:
         self._request = self._compiled = None
         self._held = []
+        self._prepared = []
 
     def _describe(self, feeds: dict[str, np.ndarray], culprit: str | None, text: str) -> str:
         shapes = ", ".join(f"{p.name} {list(np.shape(feeds[p.name]))} {np.asarray(feeds[p.name]).dtype}"
@@ -415,8 +417,10 @@ class OpenVinoRunner(Runner):
         where = f"input {culprit!r}: " if culprit else ""
         return f"OpenVINO failed on {where}{text} (inputs were: {shapes})"
 
-    def _bind(self, feeds: dict[str, np.ndarray]) -> None:
-        """Check every input against the compiled model's ports and set it on the request."""
+    def _bind(self, feeds: dict[str, np.ndarray], request: Any = None) -> list[np.ndarray]:
+        """Check every input against the compiled model's ports and set it on ``request`` (default:
+        the runner's own); returns the arrays the request now shares memory with."""
+        request = self._request if request is None else request
         ov = _import_openvino()
         names = [p.name for p in self._in]
         missing = [n for n in names if n not in feeds]
@@ -437,9 +441,11 @@ class OpenVinoRunner(Runner):
             if not p.shape.compatible(ov.PartialShape(list(a.shape))):
                 raise EngineRunError(self._describe(feeds, p.name, f"expected shape {p.shape}, got "
                                                     f"{list(a.shape)}"), _RUN_HINT)
-            self._request.set_tensor(p.port, ov.Tensor(a, shared_memory=a.ndim > 0))
+            request.set_tensor(p.port, ov.Tensor(a, shared_memory=a.ndim > 0))
             held.append(a)
-        self._held = held
+        if request is self._request:
+            self._held = held
+        return held
 
     def _run(self, feeds: dict[str, np.ndarray]) -> Any:
         try:
@@ -454,4 +460,9 @@ class OpenVinoRunner(Runner):
 
     def prepare_impl(self, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
         self.infer_impl(feeds)  # fail here, with a clear message, rather than inside a timing loop
-        return self._request.infer  # the inputs stay set on the request
+        # A request of its own: later infer() or prepare() calls rebind the runner's request, and
+        # must not change what an earlier prepared callable runs on.
+        request = self._compiled.create_infer_request()
+        held = self._bind(feeds, request)
+        self._prepared.append((request, held))
+        return request.infer
