@@ -102,7 +102,8 @@ class Int8Scheme:
     # the calibrated minimum is >= 0, else S8 symmetric
     activation_signedness: str = "fixed"
     reduce_range_first_layer: bool = False  # 7-bit weights on the first weighted op of each input
-    quantize_outputs: bool = True  # False: the graph outputs keep no Q/DQ
+    # False (NNCF's): Q/DQ only where a quantized op reads the tensor, none on the graph outputs
+    quantize_outputs: bool = True
 
     def short(self) -> str:
         acts = ("U8 or S8 activations by sign (symmetric), " if self.activation_signedness == "per-tensor"
