@@ -68,9 +68,9 @@ _2GB = 2**31 - 1
 DYNAMIC_OPS = ("MatMul", "Attention", "LSTM", "Gather", "Transpose", "EmbedLayerNormalization")
 OPENVINO_DYNAMIC_NOTE = (
     "dynamic quantization declined on openvino: OpenVINO's ONNX frontend runs DynamicQuantizeLinear + "
-    "MatMulInteger as f32 FullyConnected layers on int32-converted inputs, with no int8 kernel: 0.83x "
-    "of OpenVINO FP32 on a 4-block MLP (1x128x768 by 768x3072 MatMuls, AVX2, 2 threads), where "
-    "ONNX Runtime ran the same file 1.2x faster than its FP32; use int8 (static Q/DQ, which OpenVINO "
+    "MatMulInteger as f32 FullyConnected layers on int32-converted inputs, with no int8 kernel: "
+    "0.80-0.83x of OpenVINO FP32 on a 4-block MLP (1x128x768 by 768x3072 MatMuls, AVX2, 2 threads, two "
+    "runs), where ONNX Runtime ran the same file 1.2-1.5x faster than its FP32; use int8 (static Q/DQ, which OpenVINO "
     "runs as int8 kernels) or build int8-dynamic for --device cpu")
 CONV_NOTE = ("Conv left in float: ONNX Runtime's ConvInteger kernel ran 2.6-5x slower than FP32 Conv on "
              "x86 CPUs (batch 1, 2 threads); include it with ops=MatMul+Attention+LSTM+Gather+Conv")
