@@ -354,16 +354,10 @@ def _latency(rows: dict[str, dict], s: Subject, model: Model, plan: Plan, thread
             if not _built(row):
                 continue
             try:
-                if b > 1 and row.get("runtime") == "openvino":
-                    # OpenVinoRunner.prepare returns its one infer request's infer(), bound to the
-                    # inputs set last: a second prepare on the same runner would make the batch-1
-                    # callable run batch 8 too. Each batch gets its own compiled model instead.
-                    r = _runner(row, threads)
-                    row.setdefault("more_runners", []).append(r)
-                else:
-                    r = row.get("runner") or _runner(row, threads)
-                    row["runner"] = r
-                configs[f"{name}|b{b}"] = r.prepare(feeds)
+                r = row.get("runner") or _runner(row, threads)
+                row["runner"] = r
+                configs[f"{name}|b{b}"] = r.prepare(feeds)  # one prepared callable per batch (each
+                # OpenVINO prepare has its own infer request since e7dbd66)
             except Exception as e:
                 row["error"] = f"run b{b}: {_one_line(e)}"
                 continue
@@ -372,9 +366,8 @@ def _latency(rows: dict[str, dict], s: Subject, model: Model, plan: Plan, thread
     res = interleaved(configs, rounds=plan.rounds, batch_of=batch_of, min_iterations=plan.min_iterations,
                       budget_s=plan.budget_s, log=log)
     for row in rows.values():
-        for r in [row.pop("runner", None), *row.pop("more_runners", [])]:
-            if r is not None:
-                r.deactivate()
+        if row.get("runner") is not None:
+            row.pop("runner").deactivate()
     for key, c in res.items():
         name, b = key.split("|")
         ref = res[f"{BASE}|{b}"]["round_p50s_ms"]

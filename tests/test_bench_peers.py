@@ -163,8 +163,9 @@ def test_each_openvino_peer_builds_a_model_openvino_runs(name):
 
 
 def test_openvino_rows_time_each_batch_on_its_own_request(tiny_subject, monkeypatch):
-    """OpenVinoRunner.prepare binds the feeds to its one infer request, so batch 1 and batch 8
-    need two runners, or the batch-1 timing would run batch 8."""
+    """Batch 1 and batch 8 are prepared on one OpenVINO runner: each callable must run its own
+    batch (before e7dbd66 OpenVinoRunner.prepare bound its one infer request, and the batch-1
+    timing ran batch 8)."""
     if peer_builders.missing("openvino"):
         pytest.skip(peer_builders.missing("openvino"))
     monkeypatch.setattr(peers, "PEERS", {})
