@@ -7,6 +7,7 @@ import json
 import os
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,10 @@ import numpy as np
 
 from workbench.core.evaluation.latency import time_callable
 from workbench.core.machine import machine_info
+
+# OpenVINO's usage telemetry stays off (see workbench.core.engines.openvino.no_telemetry):
+# tests and benchmarks import openvino and nncf directly.
+sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
 
 HERE = Path(__file__).resolve().parent
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+# OpenVINO's usage telemetry stays off (see workbench.core.engines.openvino.no_telemetry):
+# tests and benchmarks import openvino and nncf directly.
+sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_models" / "resnet_fashion.onnx"

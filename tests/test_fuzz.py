@@ -36,7 +36,7 @@ FUZZ = settings(deadline=None, derandomize=not SCALE, suppress_health_check=[Hea
 
 # Relative L2 error allowed per pass: fold/fuse are exact up to float reassociation; fp16 has
 # 11-bit mantissas; int8 on random weights and random inputs loses about 1-5% (bounded loosely).
-TOLERANCE = {"fold": 1e-4, "fuse": 1e-4, "fp16": 1e-2, "int8": 0.35, "int8-dynamic": 0.35}
+TOLERANCE = {"fold": 1e-4, "fuse": 1e-4, "fp16": 1e-2, "bf16": 1e-6, "int8": 0.35, "int8-dynamic": 0.35}
 SHAPES_ONLY = {"prune-magnitude", "prune-2:4", "prune-channels"}
 GOOD = tiny_cnn().SerializeToString()
 

@@ -8,6 +8,7 @@ nothing here skips: where the machine decides (BF16 on the CPU), each branch ass
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -344,3 +345,17 @@ def test_a_prepared_call_keeps_its_own_inputs(sample):
         r.infer({"input": feeds["input"][:4]})
         assert next(iter(one().values())).shape[0] == 1
         assert next(iter(eight().values())).shape[0] == 8
+
+
+def test_openvino_telemetry_stays_off(tmp_path):
+    """`import openvino` would write ~/intel/openvino_ga_cid and send an import event; through the
+    workbench's engine nothing is written to HOME and the telemetry package is never loaded."""
+    home = tmp_path / "home"
+    home.mkdir()
+    code = ("import sys; from workbench.core.engines.openvino import available_devices; "
+            "available_devices(); import openvino, nncf; "
+            "print(sorted(m for m, v in sys.modules.items() if m.startswith('openvino_telemetry') and v))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "HOME": str(home)})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == "[]" and not any(home.iterdir())

@@ -33,7 +33,7 @@ from ..model import PRECISION_KEY, TWO_GB, Model, proto_size
 from .base import Availability, Runner
 
 __all__ = ["OpenVinoOptions", "OpenVinoIR", "OpenVinoRunner", "probe", "available_devices",
-           "openvino_version", "device_precisions", "split_device", "save_ir", "ir_fingerprint", "compile_config", "ENGINE_OF_FAMILY",
+           "openvino_version", "no_telemetry", "device_precisions", "split_device", "save_ir", "ir_fingerprint", "compile_config", "ENGINE_OF_FAMILY",
            "PERFORMANCE_HINTS", "PRECISIONS"]
 
 PERFORMANCE_HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT",
@@ -77,7 +77,20 @@ def split_device(device: str) -> tuple[str, str]:
     return ENGINE_OF_FAMILY[_family(ov_device)], ov_device
 
 
+def no_telemetry() -> None:
+    """Keep OpenVINO's usage telemetry off. ``import openvino`` imports its converter, which
+    initializes ``openvino_telemetry``: it writes a client id under ``~/intel`` and sends an
+    "import" event to Google Analytics unless the user opted out. The workbench promises that
+    nothing leaves the machine and that nothing is written outside its cache, so where
+    openvino_telemetry is not imported yet its import is made to fail: OpenVINO then uses its own
+    no-op stub (``openvino/tools/ovc/telemetry_stub.py``), and NNCF sends nothing either."""
+    import sys  # noqa: PLC0415
+
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+
+
 def _import_openvino() -> Any:
+    no_telemetry()
     try:
         return importlib.import_module("openvino")
     except (ImportError, OSError) as e:  # OSError: the wheel is there, its libraries are not
