@@ -248,8 +248,10 @@ def test_int8_dynamic_on_the_sample(fashion, fp32_top1):
     ops = [n.op_type for n in res.model.graph.node]
     assert "ConvInteger" in ops and "DynamicQuantizeLinear" in ops
     assert any("slower than FP32" in n for n in res.report.notes)
-    top1 = evaluate(res.model, data=test, limit=1000, batch=500).accuracy.top1
-    assert top1 >= fp32_top1 - 0.015
+    # ConvInteger is slow: 500 images, against FP32 on the same 500
+    top1 = evaluate(res.model, data=test, limit=500, batch=500).accuracy.top1
+    base = evaluate(m, data=test, limit=500, batch=500).accuracy.top1
+    assert top1 >= base - 0.015, (top1, base)
 
 
 def test_int8_dynamic_matmul_and_exclusion():
