@@ -254,13 +254,24 @@ def test_graph_diff_and_figure():
     assert "fused" in statuses
 
 
-def test_openvino_is_a_device_toggle_and_runtimes_compare_side_by_side(panel):
+def test_openvino_is_a_device_toggle_and_runtimes_compare_side_by_side(panel, monkeypatch):
+    import workbench.core.session as session_mod  # noqa: PLC0415
+
     assert not panel.w_devices["openvino"].disabled
     panel.select_device("openvino")
+    seen, real = [], session_mod.make_runner
+
+    def spy(model, device="cpu", **opts):
+        seen.append((model is panel.session.source, device))
+        return real(model, device, **opts)
+
+    monkeypatch.setattr(session_mod, "make_runner", spy)
     try:
         assert panel.device == "openvino"
         panel.enable("fold")
         rec = panel.build()
+        # the build is timed and scored on OpenVINO, the baseline on ONNX Runtime
+        assert {d for src, d in seen if not src} == {"openvino"} and {d for src, d in seen if src} <= {"cpu"}
         assert rec.device == "openvino" and panel.session.baseline.device == "cpu"  # baseline stays ORT FP32
         assert rec.accuracy.top1_agreement > 0.99  # the same FP32 graph on another runtime
         c = panel.compare_runtimes(rounds=1, budget_s=0.05)

@@ -314,7 +314,7 @@ class Session:
         self._measure_latency(rec, progress)
         if on_latency is not None:
             on_latency(rec)
-        rec.accuracy = self._accuracy(rec.model, self.quick_samples, progress)
+        rec.accuracy = self._accuracy(rec.model, self.quick_samples, progress, rec.device)
         if rec is self.baseline and self.baseline.accuracy:
             self.baseline.accuracy.top1_agreement, self.baseline.accuracy.cosine = 1.0, 1.0
             self.baseline.accuracy.sqnr_db = float("inf")
@@ -351,13 +351,18 @@ class Session:
         rec.baseline_latency = results[1] if len(results) > 1 else results[0]
         rec.peak_memory_bytes = mem.peak_bytes
 
-    def _accuracy(self, model: Model, samples: int | None, progress: Progress | None) -> Accuracy | None:
+    def _accuracy(self, model: Model, samples: int | None, progress: Progress | None,
+                  device: str | None = None) -> Accuracy | None:
+        """Accuracy of ``model`` on ``device`` (a build's own runtime; default: the baseline's for the
+        source model, else the session's device)."""
         ds = self.data
         if ds is None:
             ds = random_dataset(self.source, min(samples or 200, 200))
         n = len(ds) if samples is None else min(samples, len(ds))
         opts = {"threads": self.threads} if self.threads else {}
-        runner = make_runner(model, self.device if model is not self.source else self.baseline.device, **opts)
+        if device is None:
+            device = self.device if model is not self.source else self.baseline.device
+        runner = make_runner(model, device, **opts)
         outs, correct = [], 0
         every: dict[str, list[np.ndarray]] = {}
         top1 = ds.labels is not None and (self.metric is None or self._classifier())
@@ -424,7 +429,7 @@ class Session:
         if self.data is not None and len(self.data) not in self._baseline_acc:
             self.baseline.accuracy = self._accuracy(self.source, None, None)
         if rec is not self.baseline:
-            rec.accuracy = self._accuracy(rec.model, None, progress)
+            rec.accuracy = self._accuracy(rec.model, None, progress, rec.device)
         return rec
 
     def refine_async(self, rec: BuildRecord,
