@@ -786,6 +786,14 @@ def headline(res: dict) -> tuple[list[str], dict]:
     return lines, summary
 
 
+def builds_tail(part: dict, best: str | None, what: str) -> list[str]:
+    """A model section's failed builds, its per-file graph lines and the diagnosis."""
+    lines = [f"- not built: {k}: {b['error']}" for k, b in part["builds"].items() if "error" in b]
+    lines += ["", f"{what} and what the runtimes run in int8:", ""]
+    lines += graph_lines(part["graphs"])
+    return lines + diagnosis(part["graphs"], part["latency"], best, part["fidelity"])
+
+
 def report(res: dict, a: argparse.Namespace) -> str:
     v = res["versions"]
     m = machine_info()
@@ -840,11 +848,7 @@ def report(res: dict, a: argparse.Namespace) -> str:
             f"{unset.get('precision_requested')} and ran in {unset.get('precision')}. On this CPU both are f32 "
             "(OpenVINO lists " + ", ".join(res["ov_capabilities"]) + " for its CPU: no BF16).",
         ]
-        errs = {k: b["error"] for k, b in r50["builds"].items() if "error" in b}
-        lines += [f"- not built: {k}: {e}" for k, e in errs.items()]
-        lines += ["", "What each int8 file quantizes and what the runtimes run in int8:", ""]
-        lines += graph_lines(r50["graphs"])
-        lines += diagnosis(r50["graphs"], r50["latency"], summary.get("r50_best"), r50["fidelity"])
+        lines += builds_tail(r50, summary.get("r50_best"), "What each int8 file quantizes")
     bert = res.get("bert")
     if bert:
         c = bert["conversion"]
@@ -870,11 +874,7 @@ def report(res: dict, a: argparse.Namespace) -> str:
             "(Softmax -> MatMul) ignored (`IgnoredPatternNames.MULTIHEAD_ATTENTION_OUTPUT`); no batch-wise "
             "statistics.",
         ]
-        errs = {k: b["error"] for k, b in bert["builds"].items() if "error" in b}
-        lines += [f"- not built: {k}: {e}" for k, e in errs.items()]
-        lines += ["", "What each file quantizes and what the runtimes run in int8:", ""]
-        lines += graph_lines(bert["graphs"])
-        lines += diagnosis(bert["graphs"], bert["latency"], summary.get("bert_best"), bert["fidelity"])
+        lines += builds_tail(bert, summary.get("bert_best"), "What each file quantizes")
     tp = res.get("throughput")
     if tp:
         lines += [
