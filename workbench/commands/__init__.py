@@ -7,4 +7,5 @@ lazily, inside the command functions, so ``workbench --help`` stays fast.
 
 from __future__ import annotations
 
-EXTRA: tuple[str, ...] = ("workbench.commands.bundle", "workbench.commands.tuning", "workbench.commands.convert")
+EXTRA: tuple[str, ...] = ("workbench.commands.bundle", "workbench.commands.tuning", "workbench.commands.convert",
+                         "workbench.commands.profile")

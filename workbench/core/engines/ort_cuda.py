@@ -99,6 +99,7 @@ class OrtCudaOptions:
         preload_dlls: ``onnxruntime.preload_dlls()`` before creating the session (CUDA and cuDNN
             from NVIDIA's pip packages); ``None`` = only if the first try cannot start the provider.
         optimized_model_path: where ONNX Runtime writes the graph it optimized, if set.
+        profile_prefix: turn on ONNX Runtime's profiler, writing its JSON trace to this prefix.
     """
 
     device_id: int = 0
@@ -114,6 +115,7 @@ class OrtCudaOptions:
     config: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     preload_dlls: bool | None = None
     optimized_model_path: str | None = None
+    profile_prefix: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.device_id, int) or self.device_id < 0:
@@ -440,6 +442,9 @@ class OrtCudaRunner(Runner):
             so.add_free_dimension_override_by_name(dim, value)
         if o.optimized_model_path:
             so.optimized_model_filepath = o.optimized_model_path
+        if o.profile_prefix:  # per-node kernel times to <prefix>_<date>.json (workbench profile)
+            so.enable_profiling = True
+            so.profile_file_prefix = o.profile_prefix
         so.log_severity_level = 2  # warnings (CPU fallbacks, Memcpy nodes) are captured for settings
         return so
 
