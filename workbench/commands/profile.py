@@ -87,7 +87,16 @@ def _head(p: Any) -> list[str]:
     return [f"{p.model} on {p.engine} ({m.get('cpu')}; {', '.join(m.get('isa') or [])})",
             f"  {p.method}",
             f"  measured p50 {_ms(p.measured_ms)} ms; the node medians add up to {_ms(p.total_ms)} ms: the "
-            f"profile explains {p.explained:.0%} of it{per_run}"]
+            f"profile explains {p.explained:.0%} of it{per_run}"] + _overhead(p)
+
+
+def _overhead(p: Any) -> list[str]:
+    if not p.profiled_run_ms == p.profiled_run_ms or p.measured_ms <= 0:
+        return []
+    extra = p.profiled_run_ms / p.measured_ms - 1
+    return [f"  a profiled run took {_ms(p.profiled_run_ms)} ms ({extra:+.0%} on the unprofiled p50): the "
+            "profiler's own cost is in the node times" + (" (a small model's nodes are mostly that)"
+                                                          if extra > 0.3 else "")]
 
 
 def _print_profile(p: Any, top: int) -> None:
