@@ -124,11 +124,13 @@ def _layers(g: onnx.GraphProto) -> dict[str, int]:
 
 def graph_figure(model: Model, reports: list[PassReport] | None = None, base: Model | None = None,
                  heat: dict[str, float] | None = None, title: str | None = None,
-                 heat_label: str = "sensitivity") -> go.Figure:
+                 heat_label: str = "sensitivity", heat_range: tuple[float, float] | None = None,
+                 heat_unit: str = "") -> go.Figure:
     """The model as a layered DAG; colors from the build's reports and its diff against ``base``.
 
     With ``heat`` (node name -> score, e.g. ``SensitivityResult.heat()``), nodes are colored by
-    their score on one shared scale instead (unscored nodes at its pale low end); each marker's ``customdata`` is
+    their score on one shared scale instead (unscored nodes at its pale low end); ``heat_range``
+    fixes that scale (a baseline and a build on the same one); each marker's ``customdata`` is
     its node name, for click handlers.
     """
     colorbar_shown = False
@@ -171,13 +173,13 @@ def graph_figure(model: Model, reports: list[PassReport] | None = None, base: Mo
                     if e.get("node") == name:
                         extra += f"<br>excluded: {e.get('reason', '')}"
             if heat and name in heat:
-                extra += f"<br>sensitivity: {heat[name]:.4g}"
+                extra += f"<br>{heat_label}: {heat[name]:.4g}{heat_unit}"
             hover.append(f"<b>{name}</b><br>{nodes[name].op_type} ({st})"
                          + (f"<br>MACs {c.macs:,}<br>params {c.params:,}" if c else "") + extra)
         color: Any = STATUS_COLORS.get(st, "#78909c")
         marker: dict[str, Any] = dict(size=14, line=dict(width=1, color="#37474f"), symbol="square")
         if heat:  # heat mode: one shared color scale; unscored nodes take its pale low end
-            lo, hi = min(heat.values()), max(heat.values())
+            lo, hi = heat_range or (min(heat.values()), max(heat.values()))
             color = [heat.get(n, lo) for n in names]
             marker.update(cmin=lo, cmax=hi if hi > lo else lo + 1e-9, colorscale="YlOrRd",
                           showscale=not colorbar_shown,

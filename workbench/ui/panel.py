@@ -29,6 +29,7 @@ from .data_box import DataBox, build_warnings_html, conversion_html
 from .figures import BAD, delta_bars, latency_distribution, pareto
 from .graph import graph_figure
 from .netron_view import NetronServer
+from .profile_tab import ProfileTab
 from .results_html import deltas_html, history_html
 from .runtimes_box import RuntimesBox
 from .search_tab import SearchTab
@@ -161,6 +162,7 @@ class Workbench:
 
         self.runtimes_box = RuntimesBox(self.compare_runtimes, self._guard)
         self.search_tab = SearchTab(self.search, self.use_search_best, self.show_sensitivity, self._guard)
+        self.profile_tab = ProfileTab(self.profile, self.sweep, self._guard)
         graph_tabs = W.Tab([W.VBox([self.fig_graph]), W.VBox([self.w_netron_btn, self.w_netron])])
         graph_tabs.set_title(0, "Graph (workbench)")
         graph_tabs.set_title(1, "Netron")
@@ -177,6 +179,7 @@ class Workbench:
             W.HTML("<b>History</b>"), self.w_history, W.HBox([self.w_hist_path, self.w_hist_csv, self.w_hist_json]),
             W.HBox([self.w_export_dir, self.w_export]), self.w_export_msg,
             graph_tabs,
+            W.HTML("<b>Where the time goes and what throughput it sustains</b>"), self.profile_tab.widget,
             W.HTML("<b>Sensitivity and search</b>"), self.search_tab.widget,
         ])
 
@@ -376,6 +379,54 @@ class Workbench:
         self.runtimes_box.show(c, "baseline" if rec is self.session.baseline else f"build #{rec.index}")
         self.w_stage.value = f"fastest runtime: {c.fastest.label}"
         return c
+
+    def profile(self, runs: int | None = None) -> Any:
+        """Per-layer profile of the current build beside the baseline's (the baseline alone before a
+        build) on the build's runtime; fills the Profile tab and both graphs' time heat, one scale."""
+        from ..core.profiling.compare import profile_pair  # noqa: PLC0415
+        from ..core.profiling.run import profile  # noqa: PLC0415
+        from .profile_view import heat_range  # noqa: PLC0415
+
+        if self.session is None:
+            raise WorkbenchError("no model loaded", "load a model first")
+        s, rec = self.session, self.current
+        opts = {"batch": s.batch, "threads": s.threads, "runs": runs or self.profile_tab.w_runs.value,
+                "progress": self._progress}
+        self.w_stage.value = "profiling"
+        heat = {"heat_label": "time", "heat_unit": " ms"}
+        if rec is None:
+            p = profile(s.baseline.model, s.baseline.device, **opts)
+            self.profile_tab.show_profile(p, graph_figure(
+                s.baseline.model, heat=p.per_model_node(), heat_range=heat_range(p), title="time per node",
+                **heat), None)
+            return p
+        c = profile_pair(s.baseline.model, rec.model, rec.device, baseline_device=s.baseline.device, **opts)
+        rng = heat_range(c.baseline, c.build)
+        self.profile_tab.show_profile(
+            c, graph_figure(s.baseline.model, heat=c.baseline.per_model_node(), heat_range=rng,
+                            title="baseline: time per node", **heat),
+            graph_figure(rec.model, rec.build.reports if rec.build else [], s.baseline.model,
+                         heat=c.build.per_model_node(), heat_range=rng, title=f"build #{rec.index}: time per node",
+                         **heat))
+        self.w_stage.value = f"profiled: build {c.speedup:.2f}x the baseline"
+        return c
+
+    def sweep(self, **options: Any) -> Any:
+        """Throughput against latency of the current build (interleaved with the baseline's) for
+        the tab's batch sizes and concurrencies; ``options`` override ``core.evaluation.sweep.sweep``'s."""
+        from ..core.evaluation.sweep import sweep  # noqa: PLC0415
+
+        if self.session is None:
+            raise WorkbenchError("no model loaded", "load a model first")
+        s = self.session
+        rec = self.current or s.baseline
+        args = {**self.profile_tab.sweep_args(), "threads": s.threads, "progress": self._progress, **options}
+        if rec is not s.baseline:
+            args.setdefault("baseline", s.baseline.model)
+        self.w_stage.value = "measuring the throughput curve"
+        r = sweep(rec.model, rec.device, **args)
+        self.profile_tab.show_sweep(r)
+        return r
 
     def export(self, folder: str, force: bool = False) -> Path:
         assert self.session is not None
