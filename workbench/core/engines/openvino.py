@@ -178,6 +178,8 @@ class OpenVinoOptions:
             model's hint (the ``bf16`` pass), else f32 on the CPU and the plugin's default on a
             GPU/NPU (what ran is read back after compiling, in ``settings["precision"]``).
         cache_dir: OpenVINO's compiled-model cache folder (``CACHE_DIR``), if set.
+        perf_count: ``PERF_COUNT``: the infer request keeps per-layer times of its last
+            inference (``get_profiling_info()``), for the layer profiler; off for timing runs.
     """
 
     device: str = "CPU"
@@ -186,6 +188,7 @@ class OpenVinoOptions:
     performance_hint: str = "latency"
     precision: str | None = None
     cache_dir: str | None = None
+    perf_count: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.device, str):
@@ -204,7 +207,7 @@ class OpenVinoOptions:
 
 
 _OPTION_OF = {"INFERENCE_NUM_THREADS": "threads", "NUM_STREAMS": "streams",
-              "INFERENCE_PRECISION_HINT": "precision"}
+              "INFERENCE_PRECISION_HINT": "precision", "PERF_COUNT": "perf_count"}
 
 
 def compile_config(options: OpenVinoOptions, threads: int | None = None) -> dict[str, Any]:
@@ -214,6 +217,8 @@ def compile_config(options: OpenVinoOptions, threads: int | None = None) -> dict
                        ("NUM_STREAMS", options.streams), ("INFERENCE_PRECISION_HINT", options.precision)):
         if value is not None:
             config[key] = value
+    if options.perf_count:
+        config["PERF_COUNT"] = True
     return config
 
 
