@@ -11,7 +11,7 @@ that the sum of the node times is checked against (profiled runs are never the t
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,7 +19,10 @@ import numpy as np
 import onnx
 
 __all__ = ["NodeTime", "LayerProfile", "OpTypeTime", "Collected", "ORIGINS", "model_node_names", "node_stats",
-           "name_covers"]
+           "name_covers",
+           "run_schedule"]
+
+BLOCKS = 4  # profiled runs come in this many blocks, an unprofiled timing slice after each
 
 # model: one runtime node per model node; fused: it computes several model nodes; inserted: the
 # runtime added it (a layout reorder, a device copy); unmapped: no model node could be named.
@@ -204,9 +207,40 @@ def name_covers(runtime_names: Iterable[str], proto: onnx.ModelProto) -> tuple[s
     out: list[str] = []
     for raw in runtime_names:
         name = raw if raw in known else producer.get(raw)
-        if name is None and "/" in raw:  # OpenVINO's ONNX frontend: "<node>/<suffix>"
-            head = raw.split("/", 1)[0]
+        head = raw
+        while name is None and "/" in head:  # OpenVINO's "<node>/<suffix>" (names may hold "/" too)
+            head = head.rsplit("/", 1)[0]
             name = head if head in known else producer.get(head)
         if name and name not in out:
             out.append(name)
     return tuple(out)
+
+
+def run_schedule(run: Callable[[], Any], *, runs: int, warmup: int, between: Callable[[], None] | None = None,
+                 after: Callable[[bool], None] | None = None, blocks: int = BLOCKS) -> list[bool]:
+    """Call ``run`` ``warmup`` times, then until ``runs`` runs were kept, in ``blocks`` blocks with
+    ``between`` (the caller's unprofiled timing slice) after each. After a slice, the first run of a
+    block is not kept: it runs with the other runner's data in the caches, and keeping it would bias
+    the profile against a measurement made of warm consecutive runs. ``after(kept)`` follows every
+    run (OpenVINO and TensorRT read their counters there). Returns each run's kept flag, in order."""
+    flags: list[bool] = []
+
+    def one(kept: bool) -> None:
+        run()
+        flags.append(kept)
+        if after is not None:
+            after(kept)
+
+    for _ in range(warmup):
+        one(False)
+    per_block = max(1, -(-runs // max(1, blocks))) if between is not None else runs
+    kept = 0
+    while kept < runs:
+        if between is not None and kept:
+            one(False)  # re-warm after the slice
+        for _ in range(min(per_block, runs - kept)):
+            one(True)
+            kept += 1
+        if between is not None:
+            between()
+    return flags

@@ -26,7 +26,7 @@ import onnx
 
 from ...errors import EngineRunError, UsageError
 from ..model import Model
-from .layers import Collected, NodeTime, model_node_names, node_stats
+from .layers import Collected, NodeTime, model_node_names, node_stats, run_schedule
 
 __all__ = ["collect_openvino", "profile_request", "resolver"]
 
@@ -60,20 +60,25 @@ def profile_request(run: Callable[[], Any], request: Any, *, runs: int, warmup: 
     out: list[dict[str, float]] = []
     wall: list[float] = []
     types: dict[str, str] = {}
-    for _ in range(warmup):
-        run()
-    for _ in range(runs):
+    last = [0.0]
+
+    def timed() -> None:
         t0 = time.perf_counter_ns()
         run()
-        wall.append((time.perf_counter_ns() - t0) / 1e6)
+        last[0] = (time.perf_counter_ns() - t0) / 1e6
+
+    def read(kept: bool) -> None:
+        if not kept:
+            return
+        wall.append(last[0])
         ms: dict[str, float] = {}
         for p in request.get_profiling_info():
             if p.status == p.Status.EXECUTED:  # NOT_RUN: fused into another layer, or in place
                 ms[p.node_name] = ms.get(p.node_name, 0.0) + p.real_time.total_seconds() * 1e3
                 types[p.node_name] = p.node_type
         out.append(ms)
-        if between is not None:
-            between()
+
+    run_schedule(timed, runs=runs, warmup=warmup, between=between, after=read)
     return out, wall, types
 
 

@@ -16,7 +16,7 @@ import json
 import re
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 from ..model import Model
-from .layers import Collected, NodeTime, model_node_names, node_stats
+from .layers import Collected, NodeTime, model_node_names, node_stats, run_schedule
 
 __all__ = ["collect_ort", "map_optimized", "parse_trace", "INSERTED_OPS"]
 
@@ -38,14 +38,18 @@ INSERTED_OPS = {
 _TOKEN = re.compile(r"(_token_\d+)+$")  # ORT's layout transformer: "<node>_token_<k>"
 
 
-def parse_trace(events: list[dict[str, Any]], last: int) -> tuple[dict[str, list[float]], list[float],
-                                                                  dict[str, dict[str, Any]], list[float]]:
-    """Per node name, its time in each of the ``last`` runs (ms; earlier runs are warm-up); each of
-    those runs' totals (``model_run``, ms); per node the event's args (op_name, provider); and each
-    run's sum of node times (ms)."""
+def parse_trace(events: list[dict[str, Any]], keep: int | Sequence[bool]) -> tuple[
+        dict[str, list[float]], list[float], dict[str, dict[str, Any]], list[float]]:
+    """Per node name, its time in each kept run (ms); each kept run's total (``model_run``, ms); per
+    node the event's args (op_name, provider); and each kept run's sum of node times (ms).
+
+    ``keep``: the last N runs, or one flag per run for the last ``len(keep)`` runs (earlier runs,
+    e.g. the one ``prepare`` makes, are dropped)."""
     runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
                   key=lambda e: e["ts"])
-    kept = runs[-last:] if last > 0 else []
+    flags = [True] * keep if isinstance(keep, int) else list(keep)
+    tail = runs[-len(flags):] if flags else []
+    kept = [r for r, f in zip(tail, flags[-len(tail):] if tail else []) if f]
     per_node: dict[str, list[float]] = defaultdict(list)
     args: dict[str, dict[str, Any]] = {}
     spans = [(r["ts"], r["ts"] + r["dur"]) for r in kept]
@@ -168,15 +172,12 @@ def collect_ort(model: Model, feeds: dict[str, np.ndarray], *, runs: int, warmup
                          "(it launches asynchronously); the whole-run time is measured with a sync")
         runner = make_runner(model, device, **{**opts, **extra})
         with runner:
-            fn = runner.prepare(feeds)
-            for k in range(warmup + runs):  # (prepare() ran it too: the last `runs` runs are kept)
-                fn()
-                if between is not None and k >= warmup:
-                    between()
+            fn = runner.prepare(feeds)  # (it ran the model too: only the schedule's runs are read)
+            flags = run_schedule(fn, runs=runs, warmup=warmup, between=between)
             trace = runner.session.end_profiling()
             settings = dict(runner.settings)
         events = json.loads(Path(trace).read_text())
-        per_node, totals, args, sums = parse_trace(events, runs)
+        per_node, totals, args, sums = parse_trace(events, flags)
         optimized = _load_optimized(opt_path, notes)
     for k in ("profile_prefix", "optimized_model_path"):
         settings.pop(k, None)

@@ -21,7 +21,7 @@ from ..evaluation.run import Progress, _with_values_shapes, make_runner
 from ..machine import machine_info
 from ..model import Model, ModelSource, load_model
 from ..shapes import random_feeds, resolve_inputs, tensor_specs
-from .layers import Collected, LayerProfile, model_node_names
+from .layers import BLOCKS, Collected, LayerProfile, model_node_names
 
 __all__ = ["profile", "named_copy"]
 
@@ -80,8 +80,9 @@ def profile(model: ModelSource, device: str = "cpu", *, batch: int | None = 1, r
             seed: int = 0, progress: Progress | None = None, **options: Any) -> LayerProfile:
     """Per-node times of ``model`` on ``device`` (median of ``runs`` profiled runs after ``warmup``),
     mapped to the model's node names, with the p50 latency of separate unprofiled runs (about
-    ``measure_s`` seconds of them, on a runner of their own, in slices between the profiled runs so
-    that both see the same machine load) that the sum of node times is checked against.
+    ``measure_s`` seconds of them, on a runner of their own, in slices between blocks of profiled
+    runs so that both see the same machine load; see :func:`~.layers.run_schedule`) that the sum of
+    node times is checked against.
 
     Example:
         >>> p = profile("sample:resnet-fashion", "cpu", threads=2)
@@ -99,20 +100,20 @@ def profile(model: ModelSource, device: str = "cpu", *, batch: int | None = 1, r
     actual_batch = batch or next((r.shape[0] for r in resolved if len(r.shape) > 1), 1)
     opts = {**({"threads": threads} if threads else {}), **options}
     if progress:
-        progress("profile", 0, runs)
+        progress("profile", 0, BLOCKS)
     samples: list[float] = []
     done = [0]
     runner = make_runner(m, device, **opts)
     with runner:
         fn = runner.prepare(feeds)
         first = time_callable(fn, batch=actual_batch, warmup=warmup, iterations=3)
-        per_slice = max(1, int(measure_s / runs / max(first.p50_ms / 1e3, 1e-6)))
+        per_slice = max(3, int(measure_s / BLOCKS / max(first.p50_ms / 1e3, 1e-6)))
 
         def between() -> None:  # unprofiled runs, interleaved with the profiled ones
             samples.extend(time_callable(fn, batch=actual_batch, warmup=0, iterations=per_slice).samples_ms)
             done[0] += 1
             if progress:
-                progress("profile", done[0], runs)
+                progress("profile", min(done[0], BLOCKS), BLOCKS)
 
         got = collect(m, feeds, runs=runs, warmup=warmup, device=device, options=opts, between=between)
     lat = LatencyResult.from_samples(np.asarray(samples) * 1e6, actual_batch, warmup, 0.0)

@@ -27,7 +27,7 @@ import onnx
 
 from ...errors import EngineRunError, UsageError
 from ..model import Model
-from .layers import Collected, NodeTime, model_node_names, node_stats
+from .layers import Collected, NodeTime, model_node_names, node_stats, run_schedule
 
 __all__ = ["LayerName", "parse_layer_name", "parse_inspector_json", "map_layers", "collect_tensorrt"]
 
@@ -276,17 +276,22 @@ def collect_tensorrt(model: Model, feeds: dict[str, np.ndarray], *, runs: int, w
         run = runner.prepare(feeds)
         profiler = _profiler(trt)
         runner.context.profiler = profiler  # type: ignore[attr-defined]
-        for _ in range(warmup):
-            run()
-        profiler.take()
-        per_run, wall = [], []
-        for _ in range(runs):
+        per_run: list[dict[str, float]] = []
+        wall: list[float] = []
+        last = [0.0]
+
+        def timed() -> None:
             t0 = time.perf_counter_ns()
             run()  # execute_async_v3 + stream sync; the profiler reports before it returns
-            wall.append((time.perf_counter_ns() - t0) / 1e6)
-            per_run.append(profiler.take())
-            if between is not None:
-                between()
+            last[0] = (time.perf_counter_ns() - t0) / 1e6
+
+        def read(kept: bool) -> None:
+            layers = profiler.take()
+            if kept:
+                wall.append(last[0])
+                per_run.append(layers)
+
+        run_schedule(timed, runs=runs, warmup=warmup, between=between, after=read)
         info = parse_inspector_json(runner.layer_information or "")  # type: ignore[attr-defined]
         settings = dict(runner.settings)
     if not any(per_run):
