@@ -99,10 +99,34 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str) -> int | list[int]:
+    """``4`` -> 4 (one value keeps ``bench``'s single measurement); ``1,8,32`` -> [1, 8, 32]."""
+    parts = [t.strip() for t in text.split(",")]
+    try:
+        values = [int(t) for t in parts]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r} (give N or a list like 1,8,32)") from e
+    return values[0] if len(values) == 1 else values
+
+
+_SWEEP_ONLY = (("latency_bound", "--latency-bound"), ("duration", "--duration"), ("baseline", "--baseline"),
+               ("mode", "--mode"))
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .commands.bundle import target  # noqa: PLC0415
     from .core.evaluation.run import bench  # noqa: PLC0415
 
+    if args.concurrency is not None or isinstance(args.batch, list):
+        from .commands.sweep import cmd_bench_sweep  # noqa: PLC0415
+
+        return cmd_bench_sweep(args)
+    given = [flag for name, flag in _SWEEP_ONLY if getattr(args, name) is not None]
+    if given:
+        raise UsageError(f"{given[0]} belongs to a throughput sweep",
+                         "add --concurrency LIST (e.g. 1,2,4) or several batches (--batch 1,8,32)")
+    if args.rounds is None:
+        args.rounds = 5
     if args.device and ("," in args.device or args.device == "all-cpu") or args.precision or args.hint:
         from .commands.runtimes import cmd_bench_runtimes  # noqa: PLC0415
 
@@ -285,8 +309,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "where the CPU has it, bf16)")
     s.add_argument("--hint", default=None, choices=["latency", "throughput"],
                    help="OpenVINO performance hint when comparing runtimes (default latency)")
-    s.add_argument("--rounds", type=int, default=5, help="interleaved rounds when comparing runtimes")
-    s.add_argument("--batch", type=int, default=None, help="batch size (default 1)")
+    s.add_argument("--rounds", type=int, default=None,
+                   help="interleaved rounds when comparing runtimes (default 5) or in a sweep (default 3)")
+    s.add_argument("--batch", type=_int_list, default=None, metavar="N[,N...]",
+                   help="batch size (default 1); several (1,8,32): a throughput sweep")
+    s.add_argument("--concurrency", type=_int_list, default=None, metavar="LIST",
+                   help="concurrent requests, e.g. 1,2,4: a throughput sweep over batch x concurrency")
+    s.add_argument("--latency-bound", type=float, default=None, metavar="MS",
+                   help="sweep: the knee is the highest throughput with p99 within this bound")
+    s.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="sweep: seconds per point and round (default 0.5)")
+    s.add_argument("--baseline", default=None, metavar="MODEL",
+                   help="sweep: measure this model at every point too, interleaved, for speed-ups")
+    s.add_argument("--mode", default=None, choices=["shared", "per-request", "streams"],
+                   help="sweep: one session for all requests (shared), one per request (per-request), "
+                        "or OpenVINO streams (default: the runtime's own, see workbench.core.evaluation.sweep)")
     s.add_argument("--threads", type=int, default=None, help="intra-op threads (default: cores)")
     s.add_argument("--warmup", type=int, default=10)
     s.add_argument("--iterations", type=int, default=100)
