@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ..errors import UsageError
@@ -49,11 +50,16 @@ def cmd_bench_sweep(args: argparse.Namespace) -> int:
     model, device, opts = target(args.model, args.device)  # a bundle runs as exported
     if args.opt_level is not None:
         opts["optimization_level"] = args.opt_level
+    bundle_threads = opts.pop("threads", None)  # the sweep splits threads per mode itself
+    threads = args.threads if args.threads is not None else bundle_threads
+    if args.mode in (None, "streams") and opts.get("streams") is not None:
+        print(f"note: the bundle's streams {opts.pop('streams')} give way to streams = concurrency "
+              "(--mode shared keeps them)", file=sys.stderr)
     shapes, values = shapes_values(args)
     r = sweep(model, device, baseline=_baseline_model(args.baseline) if args.baseline else None,
               batches=_as_list(args.batch, [1]), concurrency=_as_list(args.concurrency, [1]),
               duration_s=0.5 if args.duration is None else args.duration,
-              rounds=3 if args.rounds is None else args.rounds, threads=args.threads,
+              rounds=3 if args.rounds is None else args.rounds, threads=threads,
               latency_bound_ms=args.latency_bound, mode=args.mode or "auto", shapes=shapes, values=values,
               progress=progress(args), **opts)
     if args.json:
