@@ -125,9 +125,12 @@ def _units(base: LayerProfile, build: LayerProfile) -> list[NodeDelta]:
         kind = "matched" if a and b else "removed" if a else "added"
         out.append(NodeDelta(label, sum(n.median_ms for n in a), sum(n.median_ms for n in b), kind,
                              _ops(a), _ops(b), tuple(n.name for n in a), tuple(n.name for n in b), covers))
-    for what in sorted({n.note or n.op_type for p in (base, build) for n in p.nodes if not n.covers}):
-        a = [n for n in base.nodes if not n.covers and (n.note or n.op_type) == what]
-        b = [n for n in build.nodes if not n.covers and (n.note or n.op_type) == what]
+    def kind(n: NodeTime) -> str:  # inserted nodes by what they do, unmapped ones by op type
+        return n.note if n.origin == "inserted" and n.note else f"{n.op_type} (no model node)"
+
+    for what in sorted({kind(n) for p in (base, build) for n in p.nodes if not n.covers}):
+        a = [n for n in base.nodes if not n.covers and kind(n) == what]
+        b = [n for n in build.nodes if not n.covers and kind(n) == what]
         out.append(NodeDelta(f"{what} ({len(a)} -> {len(b)} nodes)", sum(n.median_ms for n in a),
                              sum(n.median_ms for n in b), "inserted", _ops(a), _ops(b),
                              tuple(n.name for n in a), tuple(n.name for n in b)))
