@@ -230,6 +230,34 @@ def test_workbench_in_jupyterlab(browser, lab):
         runtimes.scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / "03b_runtimes.png"))
 
+        # Where the time goes (issue 19): the build's per-layer profile beside the baseline's.
+        page.locator("button.widget-button", has_text="Profile build vs baseline").click()
+        prof = page.locator(".wb-profile").first
+        expect(prof).to_contain_text("faster", timeout=120_000)
+        expect(prof).to_contain_text("the profile explains")
+        ops = page.locator(".js-plotly-plot", has=page.locator("text.gtitle", has_text="Time per op type"))
+        expect(ops.first).to_be_visible()
+        assert ops.first.locator(".barlayer .point").count() >= 2
+        heat = page.locator(".js-plotly-plot", has=page.locator("text.gtitle", has_text="time per node"))
+        expect(heat).to_have_count(2)
+        assert heat.nth(1).locator(".scatterlayer path.point").count() > 10
+        ops.first.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "03c_profile.png"))
+        heat.first.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "03d_profile_heat.png"))
+        page.get_by_role("tab", name="Throughput").click()
+        for label, value in (("batches", "1,8"), ("concurrency", "1,2"), ("s/point", "0.1")):
+            field = page.locator(".widget-text, .widget-inline-hbox", has_text=label).locator("input").first
+            field.fill(value)
+            field.press("Enter")
+        page.locator("button.widget-button", has_text="Measure throughput curve").click()
+        sweep = page.locator(".wb-sweep").first
+        expect(sweep).to_contain_text("items/s", timeout=120_000)
+        curve = page.locator(".js-plotly-plot", has=page.locator(".xtitle", has_text="items/s"))
+        expect(curve.first).to_be_visible()
+        curve.first.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "03e_throughput.png"))
+
         page.get_by_role("tab", name="Netron").click()
         page.locator("button.widget-button", has_text="Show in Netron").click()
         frame_sel = "iframe[title='Netron']"

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import make_model, tiny_cnn
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import make_model, tiny_cnn
 from workbench.cli import main
 from workbench.core.model import load_model
 from workbench.core.profiling.compare import compare_profiles, profile_pair
@@ -233,3 +233,20 @@ def test_cli_profile_json_and_comparison(model_file, capsys) -> None:
     out = capsys.readouterr().out
     assert "speed-up" in out and "by op type" in out
     assert main(["profile", str(path), "--passes", "fuse", "--baseline", str(path)]) == 2
+
+
+def test_nodes_a_pass_renamed_are_matched_by_order_and_kernel() -> None:
+    from workbench.core.profiling.compare import align_nodes
+
+    base = resblock(channels=8, size=8)
+    build = resblock(channels=8, size=8)
+    for k, n in enumerate(build.graph.node):  # what onnxslim's folding does to names
+        if n.op_type == "Conv":
+            n.name = f"node_Conv_{k}"
+    aliases = align_nodes(base, build)
+    assert aliases == {"node_Conv_0": "stem", "node_Conv_2": "conv1", "node_Conv_5": "conv2"}
+    a = _lp([_nt("conv1", "FusedConv", 2.0, ("conv1", "bn1", "relu1"), "fused")], 2.0)
+    b = _lp([_nt("node_Conv_2_token_4", "QLinearConv", 0.5, ("w_DequantizeLinear", "node_Conv_2"))], 0.5)
+    unit = compare_profiles(a, b, aliases=aliases).by_node[0]
+    assert unit.kind == "matched" and unit.label == "conv1" and unit.delta_ms == pytest.approx(-1.5)
+    assert compare_profiles(a, b).by_node[0].kind != "matched"  # without the aliases: no match

@@ -280,3 +280,28 @@ def test_openvino_is_a_device_toggle_and_runtimes_compare_side_by_side(panel, mo
         panel.disable("fold")
     finally:
         panel.select_device("ort-cpu")
+
+
+def test_profile_and_throughput_tabs(panel):
+    """Issue 19: the Profile tab fills from the current build beside the baseline, on one heat scale;
+    the Throughput tab from a sweep of the tab's batches and concurrencies; bad lists are errors."""
+    panel.enable("fold")
+    rec = panel.build()
+    c = panel.profile(runs=3)
+    assert c.build.fingerprint == rec.model.fingerprint and c.baseline.engine == "ort-cpu"
+    tab = panel.profile_tab
+    assert "wb-profile" in tab.w_summary.value and "faster" in tab.w_summary.value
+    assert {t.name for t in tab.fig_ops.data} == {"baseline", "build"}
+    scales = [next(t.marker.cmax for t in fw.data if t.marker and t.marker.cmax is not None)
+              for fw in (tab.fig_heat_base, tab.fig_heat_build)]
+    assert scales[0] == scales[1] > 0  # baseline and build on the same time scale
+    tab.w_batches.value, tab.w_conc.value, tab.w_duration.value = "1,2", "1,2", 0.05
+    r = panel.sweep(rounds=1)
+    assert {(p.batch, p.concurrency) for p in r.points} == {(1, 1), (1, 2), (2, 1), (2, 2)}
+    assert r.baseline_points and "wb-sweep" in tab.w_sweep_out.value
+    assert len({t.name for t in tab.fig_sweep.data}) >= 2
+    tab.w_batches.value = "1,x"
+    panel._guard(panel.sweep)
+    assert "not a comma-separated list" in panel.w_error.value
+    tab.w_batches.value = "1,8,32"
+    panel.disable("fold")

@@ -7,6 +7,8 @@ The core API (no UI imported)::
     print(wb.summarize(model).flops)
     print(wb.bench(model, batch=1, threads=2).latency.p50_ms)
     print(wb.evaluate(model).accuracy.top1)
+    print(wb.profile(model, threads=2).by_op_type()[0])       # where the time goes
+    print(wb.sweep(model, batches=(1, 8), concurrency=(1, 2)).peak)  # what throughput it sustains
 """
 
 import os as _os
@@ -19,8 +21,12 @@ from .core.bundle import Bundle, load_bundle
 from .core.engines.registry import list_engines
 from .core.evaluation.data import Dataset, Preprocessing, load_dataset, random_dataset
 from .core.evaluation.run import BenchResult, EvalResult, bench, evaluate, make_runner
+from .core.evaluation.sweep import SweepResult, sweep
 from .core.machine import machine_info
 from .core.model import Model, load_model
+from .core.profiling.compare import ProfileComparison, profile_pair
+from .core.profiling.layers import LayerProfile
+from .core.profiling.run import profile
 from .core.samples import SAMPLES, get_sample
 from .core.summary import ModelSummary, summarize
 from .errors import WorkbenchError
@@ -32,4 +38,5 @@ __all__ = [
     "list_engines", "make_runner", "bench", "evaluate", "BenchResult", "EvalResult",
     "Dataset", "Preprocessing", "load_dataset", "random_dataset", "machine_info",
     "Bundle", "load_bundle", "WorkbenchError", "__version__",
+    "profile", "profile_pair", "LayerProfile", "ProfileComparison", "sweep", "SweepResult",
 ]

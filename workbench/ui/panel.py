@@ -393,7 +393,7 @@ class Workbench:
         opts = {"batch": s.batch, "threads": s.threads, "runs": runs or self.profile_tab.w_runs.value,
                 "progress": self._progress}
         self.w_stage.value = "profiling"
-        heat = {"heat_label": "time", "heat_unit": " ms"}
+        heat = {"heat_label": "time (ms)", "heat_unit": " ms"}
         if rec is None:
             p = profile(s.baseline.model, s.baseline.device, **opts)
             self.profile_tab.show_profile(p, graph_figure(
@@ -425,7 +425,8 @@ class Workbench:
             args.setdefault("baseline", s.baseline.model)
         self.w_stage.value = "measuring the throughput curve"
         r = sweep(rec.model, rec.device, **args)
-        self.profile_tab.show_sweep(r)
+        who = "baseline" if rec is s.baseline else f"build #{rec.index} (dashed: the baseline)"
+        self.profile_tab.show_sweep(r, f"Throughput against p99 latency: {who}, on {r.engine}")
         return r
 
     def export(self, folder: str, force: bool = False) -> Path:

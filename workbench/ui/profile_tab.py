@@ -44,7 +44,7 @@ class ProfileTab:
         self.fig_heat_base = go.FigureWidget()
         self.fig_heat_build = go.FigureWidget()
         self.profile_box = W.VBox([W.HBox([self.w_profile, self.w_runs]), self.w_summary, self.fig_ops,
-                                   W.HBox([self.fig_heat_base, self.fig_heat_build])])
+                                   self.fig_heat_base, self.fig_heat_build])
 
         self.w_batches = W.Text(value="1,8,32", description="batches", layout=W.Layout(width="200px"))
         self.w_conc = W.Text(value="1,2,4", description="concurrency", layout=W.Layout(width="200px"))
@@ -86,8 +86,8 @@ class ProfileTab:
         for fw, fig in ((self.fig_heat_base, heat_base), (self.fig_heat_build, heat_build)):
             self._set(fw, fig if fig is not None else go.Figure())
 
-    def show_sweep(self, result: Any) -> None:
+    def show_sweep(self, result: Any, title: str | None = None) -> None:
         from .sweep_view import sweep_figure, sweep_table_html  # noqa: PLC0415
 
-        self._set(self.fig_sweep, sweep_figure(result))
+        self._set(self.fig_sweep, sweep_figure(result, title=title))
         self.w_sweep_out.value = f"<div class='wb-sweep'>{sweep_table_html(result)}</div>"

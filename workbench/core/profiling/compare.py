@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import onnx
 
 from ...errors import UsageError
 from ..evaluation.latency import time_callable
@@ -24,7 +25,7 @@ from ..shapes import random_feeds, resolve_inputs, tensor_specs
 from .layers import LayerProfile, NodeTime
 from .run import named_copy, profile
 
-__all__ = ["NodeDelta", "OpTypeDelta", "ProfileComparison", "compare_profiles", "profile_pair"]
+__all__ = ["NodeDelta", "OpTypeDelta", "ProfileComparison", "align_nodes", "compare_profiles", "profile_pair"]
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,34 @@ def _ops(nodes: list[NodeTime]) -> str:
     return "+".join(dict.fromkeys(n.op_type for n in nodes))
 
 
-def _units(base: LayerProfile, build: LayerProfile) -> list[NodeDelta]:
-    """Runtime nodes joined into units through shared model node names (union-find)."""
+# Compute nodes a pass may rename (onnxslim's folding renames every node it rewrites).
+ANCHOR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "ConvInteger", "MatMulInteger", "QLinearConv",
+              "QLinearMatMul", "LSTM", "GRU", "RNN", "Attention")
+
+
+def align_nodes(base: onnx.ModelProto, build: onnx.ModelProto) -> dict[str, str]:
+    """Build node name -> baseline node name for compute nodes whose names differ: the k-th node of
+    each op type in :data:`ANCHOR_OPS` (graph order), where both models have as many of that op type
+    and the two agree on the kernel's shape attribute (pruning may change channels, not kernels)."""
+    known = {n.name for n in base.graph.node}
+    out: dict[str, str] = {}
+    for op in ANCHOR_OPS:
+        a = [n for n in base.graph.node if n.op_type == op]
+        b = [n for n in build.graph.node if n.op_type == op]
+        if len(a) != len(b):
+            continue
+        for x, y in zip(a, b):
+            kx = [list(t.ints) for t in x.attribute if t.name == "kernel_shape"]
+            ky = [list(t.ints) for t in y.attribute if t.name == "kernel_shape"]
+            if y.name != x.name and y.name not in known and kx == ky:
+                out[y.name] = x.name
+    return out
+
+
+def _units(base: LayerProfile, build: LayerProfile, aliases: dict[str, str] | None = None) -> list[NodeDelta]:
+    """Runtime nodes joined into units through shared model node names (union-find); ``aliases``
+    maps build node names a pass renamed to the baseline's."""
+    aliases = aliases or {}
     items = [("a", n) for n in base.nodes if n.covers] + [("b", n) for n in build.nodes if n.covers]
     parent = list(range(len(items)))
 
@@ -107,8 +134,9 @@ def _units(base: LayerProfile, build: LayerProfile) -> list[NodeDelta]:
         return i
 
     first: dict[str, int] = {}
-    for i, (_, n) in enumerate(items):
+    for i, (side, n) in enumerate(items):
         for c in n.covers:
+            c = aliases.get(c, c) if side == "b" else c
             if c in first:
                 parent[find(i)] = find(first[c])
             else:
@@ -121,7 +149,9 @@ def _units(base: LayerProfile, build: LayerProfile) -> list[NodeDelta]:
         a = [items[i][1] for i in members if items[i][0] == "a"]
         b = [items[i][1] for i in members if items[i][0] == "b"]
         covers = tuple(dict.fromkeys(c for i in members for c in items[i][1].covers))
-        label = next((c for n in (a or b) for c in n.covers), (a or b)[0].name)
+        label = next((c for n in a for c in n.covers), "") or next(
+            (c for n in b for c in n.covers if not c.endswith(("QuantizeLinear", "DequantizeLinear"))),
+            next((c for n in b for c in n.covers), b[0].name if b else ""))
         kind = "matched" if a and b else "removed" if a else "added"
         out.append(NodeDelta(label, sum(n.median_ms for n in a), sum(n.median_ms for n in b), kind,
                              _ops(a), _ops(b), tuple(n.name for n in a), tuple(n.name for n in b), covers))
@@ -139,8 +169,9 @@ def _units(base: LayerProfile, build: LayerProfile) -> list[NodeDelta]:
 
 def compare_profiles(baseline: LayerProfile, build: LayerProfile, *, speedup: float = float("nan"),
                      speedup_range: tuple[float, float] = (float("nan"), float("nan")),
-                     rounds: int = 0) -> ProfileComparison:
-    """The two profiles side by side (no new measurement): per op type and per matched unit."""
+                     rounds: int = 0, aliases: dict[str, str] | None = None) -> ProfileComparison:
+    """The two profiles side by side (no new measurement): per op type and per matched unit
+    (``aliases``: build node name -> baseline node name, see :func:`align_nodes`)."""
     if baseline.batch != build.batch:
         raise UsageError(f"the profiles ran at batch {baseline.batch} and {build.batch}",
                          "profile both at the same batch")
@@ -152,7 +183,9 @@ def compare_profiles(baseline: LayerProfile, build: LayerProfile, *, speedup: fl
     notes = []
     if baseline.engine != build.engine:
         notes.append(f"baseline on {baseline.engine}, build on {build.engine}")
-    return ProfileComparison(baseline, build, by_op, _units(baseline, build), speedup, speedup_range,
+    if aliases:
+        notes.append(f"{len(aliases)} compute nodes the passes renamed are matched by order and kernel shape")
+    return ProfileComparison(baseline, build, by_op, _units(baseline, build, aliases), speedup, speedup_range,
                              rounds, tuple(notes))
 
 
@@ -192,4 +225,5 @@ def profile_pair(baseline: ModelSource, build: ModelSource, device: str = "cpu",
     b = profile(build, device, progress=progress, **common, **opts)
     s, rng = _interleaved_speedup(baseline, build, device, opts, bopts, bdev, batch, shapes, values, seed,
                                   rounds, budget_s)
-    return compare_profiles(a, b, speedup=s, speedup_range=rng, rounds=rounds)
+    aliases = align_nodes(named_copy(load_model(baseline))[0].proto, named_copy(load_model(build))[0].proto)
+    return compare_profiles(a, b, speedup=s, speedup_range=rng, rounds=rounds, aliases=aliases)
