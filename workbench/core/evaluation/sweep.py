@@ -24,6 +24,9 @@ two runs on a loaded machine), per-request gave a median 1.18x and 1.28x shared'
 1.09x and 1.05x at C = 4, against a noise floor of 0.97-0.99x at C = 1, where both are one and the
 same session. ``streams`` on OpenVINO; ``per-request`` on GPU engines, whose prepared callables
 share one IO binding per input shape and so cannot run from two threads at once.
+On GPU engines each round's threads make ``GPU_ROUND_WARMUP`` warm-up calls one thread at a time
+(ONNX Runtime captures CUDA graphs per thread, and a capture must not overlap other threads' CUDA
+calls), so no capture falls into the timed loop.
 
 A batch the model cannot run (a fixed batch dimension, or a given shape that fixes it) is declined
 with a note in ``SweepResult.declined``; when no batch can run the sweep raises a UsageError that
@@ -32,6 +35,7 @@ names the input.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -52,6 +56,13 @@ __all__ = ["SweepPoint", "SweepResult", "ConcurrentRun", "knee", "run_concurrent
 MODES = ("auto", "shared", "per-request", "streams")
 ROUND_WARMUP = 1  # untimed calls per thread before each round's barrier
 REWARM_BELOW_NS = 50_000_000  # points with slower requests are not warmed up again each round
+# GPU engines: untimed calls per thread before each round's barrier, one thread at a time. ONNX
+# Runtime's CUDA provider keeps its captured CUDA graphs per thread, so each round's new threads run
+# once regularly and capture on their second call; the capture is global (cudaStreamCaptureModeGlobal),
+# and another thread's cudaStreamSynchronize meanwhile fails with CUDA error 900 ("operation not
+# permitted when stream is capturing", seen on an H200 with ResNet-50 at concurrency 2) and breaks the
+# capture. Three serial calls: the regular run, the capture, one replay.
+GPU_ROUND_WARMUP = 3
 
 
 @dataclass(frozen=True)
@@ -68,14 +79,17 @@ class ConcurrentRun:
 
 
 def run_concurrent(fns: Sequence[Callable[[], Any]], duration_s: float,
-                   warmup: int = ROUND_WARMUP) -> ConcurrentRun:
+                   warmup: int = ROUND_WARMUP, serial_warmup: bool = False) -> ConcurrentRun:
     """Call each ``fns[i]`` in a thread of its own for ``duration_s`` after ``warmup`` untimed calls.
 
     All threads start on one barrier; the wall runs from the first thread's start to the last
     thread's last stamp. A failure in any thread stops the others and is raised here.
+    ``serial_warmup``: the threads make their warm-up calls one thread at a time (GPU engines: a
+    CUDA graph capture in one thread must not overlap another thread's CUDA calls).
     """
     n = len(fns)
     barrier = threading.Barrier(n)
+    warm_lock = threading.Lock() if serial_warmup else contextlib.nullcontext()
     lat: list[list[int]] = [[] for _ in fns]
     spans: list[tuple[int, int]] = [(0, 0)] * n
     idents = [0] * n
@@ -86,8 +100,9 @@ def run_concurrent(fns: Sequence[Callable[[], Any]], duration_s: float,
         fn, out, clock = fns[i], lat[i], time.perf_counter_ns
         idents[i] = threading.get_ident()
         try:
-            for _ in range(warmup):
-                fn()
+            with warm_lock:
+                for _ in range(warmup):
+                    fn()
             barrier.wait()
             start = prev = clock()
             deadline = start + budget
@@ -317,6 +332,8 @@ class _Side:
         self.runs[(batch, c)] = []
 
     def measure(self, key: tuple[int, int], duration_s: float) -> ConcurrentRun:
+        if not _thread_safe(self.engine):  # GPU engines: new threads capture their CUDA graphs again
+            return run_concurrent(self.fns[key], duration_s, warmup=GPU_ROUND_WARMUP, serial_warmup=True)
         runs = self.runs[key]
         # Points whose requests take long are warm from their first round (benchmarks/common.py).
         warm = ROUND_WARMUP if not runs or np.median(runs[-1].latencies_ns[0]) < REWARM_BELOW_NS else 0
