@@ -207,7 +207,7 @@ def test_workbench_in_jupyterlab(browser, lab):
         expect(page.locator(".wb-delta[data-metric='p50_ms']").first).to_be_visible()
         pareto_pts = page.locator(".js-plotly-plot .scatterlayer .trace").filter(
             has=page.locator("path.point"))
-        assert pareto_pts.count() >= 1
+        expect(pareto_pts.first).to_be_attached(timeout=30_000)  # plotly draws after the history row
         # The Pareto chart has one marker per measured build (baseline included).
         n_builds = before + 1 - 1  # header row excluded
         pareto = page.locator(".js-plotly-plot", has=page.locator("text.gtitle", has_text="Accuracy against latency"))

@@ -118,8 +118,38 @@ def test_cuda_profile_runs_without_a_graph_and_says_what_node_times_are(monkeypa
     assert asked[0]["device"] == "cuda" and asked[0]["cuda_graph"] is False
     text = " ".join(got.notes)
     assert "launch cost, not GPU time" in text and "CUDA_LAUNCH_BLOCKING=1" in text
-    assert "cuda_graph=False to compare like with like" in text
+    assert "both run without a CUDA graph" in text and "compare like with like" not in text
     assert got.nodes and all(n.median_ms >= 0 for n in got.nodes)
+    _, graphed = _collect_as_cuda(monkeypatch, cuda_graph=True)
+    assert "cuda_graph=False to compare like with like" in " ".join(graphed.notes)
+
+
+def test_cuda_profile_times_the_same_kind_of_run_it_profiles(monkeypatch):
+    """On an H200 the latency replayed a CUDA graph while the profiled session could not (the profile
+    'explained' 535% of it): profile() now times without the graph unless told otherwise."""
+    import dataclasses
+
+    import workbench.core.profiling.run as prun
+    from conftest import tiny_cnn
+    from workbench.core.engines.registry import engine_for_device
+    from workbench.core.profiling.layers import Collected
+
+    real = prun.make_runner
+    timed: list[dict] = []
+
+    def fake_runner(model, device, **opts):
+        timed.append(dict(opts))
+        opts.pop("cuda_graph", None)
+        return real(model, "cpu", **opts)
+
+    cpu_entry = engine_for_device("cpu")
+    monkeypatch.setattr(prun, "engine_for_device", lambda d: dataclasses.replace(cpu_entry, name="ort-cuda"))
+    monkeypatch.setattr(prun, "make_runner", fake_runner)
+    monkeypatch.setattr(prun, "_collector", lambda engine: lambda m, feeds, **kw: (kw["between"](), Collected([]))[1])
+    prun.profile(tiny_cnn(), "cuda", threads=1, runs=2, warmup=1, measure_s=0.02)
+    assert timed[-1]["cuda_graph"] is False
+    prun.profile(tiny_cnn(), "cuda", threads=1, runs=2, warmup=1, measure_s=0.02, cuda_graph=True)
+    assert timed[-1]["cuda_graph"] is True
 
 
 def test_cuda_profile_notes_follow_launch_blocking_and_graph_option(monkeypatch):

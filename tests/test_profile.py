@@ -82,8 +82,11 @@ def test_the_sum_is_checked_against_an_unprofiled_measurement(res_profile: Layer
     assert p.node_sum_ms <= p.profiled_run_ms * 1.02
     # The share itself moves with the machine's load (the other test worker shares both cores):
     # it must land near 1 in one of three tries. A node counted twice, or one missing, misses always.
-    tries = [p] + [_res_profile() for _ in range(2) if not 0.7 <= p.explained_per_run <= 1.35]
-    assert any(0.7 <= t.explained_per_run <= 1.35 for t in tries), [t.explained_per_run for t in tries]
+    def near(t: LayerProfile) -> bool:
+        return 0.6 <= t.explained_per_run <= 1.6
+
+    tries = [p] + [_res_profile() for _ in range(2) if not near(p)]
+    assert any(near(t) for t in tries), [t.explained_per_run for t in tries]
     assert p.explained == pytest.approx(p.total_ms / p.measured_ms)
     ops = p.by_op_type()
     assert sum(o.ms for o in ops) == pytest.approx(p.total_ms)

@@ -103,7 +103,11 @@ def profile(model: ModelSource, device: str = "cpu", *, batch: int | None = 1, r
         progress("profile", 0, BLOCKS)
     samples: list[float] = []
     done = [0]
-    runner = make_runner(m, device, **opts)
+    measure_opts = dict(opts)
+    if entry.name == "ort-cuda" and "cuda_graph" not in opts:
+        # the profiled session cannot replay a CUDA graph: time the same kind of run it makes
+        measure_opts["cuda_graph"] = False
+    runner = make_runner(m, device, **measure_opts)
     with runner:
         fn = runner.prepare(feeds)
         first = time_callable(fn, batch=actual_batch, warmup=warmup, iterations=3)
