@@ -14,6 +14,8 @@ from .figures import BAD, GOOD, NEUTRAL
 
 __all__ = ["optype_figure", "profile_html", "heat_range"]
 
+BUILD = "#1565c0"  # one colour for the build's bars: a new op type (QLinearConv) replaces an old one
+
 
 def optype_figure(c: ProfileComparison | LayerProfile, top: int = 12) -> go.Figure:
     """Milliseconds per runtime op type: one bar per op type, baseline and build side by side."""
@@ -30,8 +32,8 @@ def optype_figure(c: ProfileComparison | LayerProfile, top: int = 12) -> go.Figu
         fig.add_trace(go.Bar(y=names, x=[o.baseline_ms for o in ops], orientation="h", name="baseline",
                              marker_color=NEUTRAL, hovertemplate="%{y}: %{x:.3f} ms (baseline)<extra></extra>"))
         fig.add_trace(go.Bar(y=names, x=[o.build_ms for o in ops], orientation="h", name="build",
-                             marker_color=[GOOD if o.delta_ms <= 0 else BAD for o in ops],
-                             hovertemplate="%{y}: %{x:.3f} ms (build)<extra></extra>"))
+                             marker_color=BUILD, customdata=[o.delta_ms for o in ops],
+                             hovertemplate="%{y}: %{x:.3f} ms (build, %{customdata:+.3f} ms)<extra></extra>"))
         title = f"Time per op type: baseline {c.baseline.total_ms:.2f} ms -> build {c.build.total_ms:.2f} ms"
     fig.update_layout(title=title, barmode="group", height=max(260, 26 * len(ops) + 90),
                       margin=dict(l=140, r=20, t=40, b=40), xaxis_title="median time per run (ms)",
