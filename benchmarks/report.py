@@ -7,7 +7,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ["latency_overhead", "cpu_baseline", "passes_fusion", "passes_quant", "passes_prune",
-            "passes_best", "pass_safety", "peers", "peers_openvino", "openvino_targets", "profiles", "throughput", "search", "ui_timings", "gpu", "gpu_verification", "gpu_sweep"]
+            "passes_best", "pass_safety", "peers", "peers_openvino", "openvino_targets", "profiles", "throughput", "search", "ui_timings", "gpu", "gpu_verification", "gpu_sweep", "profiles_gpu"]
 
 
 def main() -> None:
