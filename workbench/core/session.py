@@ -89,10 +89,20 @@ class BuildRecord:
     def size_bytes(self) -> int:
         return self.model.size_bytes
 
+    @property
+    def name(self) -> str:
+        """The short label people read (``int8 (entropy)``); ``label`` is the recipe as given."""
+        if not self.recipe.passes:
+            return self.label
+        try:
+            return self.recipe.short_label()
+        except Exception:  # noqa: BLE001 - a recipe from an older version: its label, as it was
+            return self.label
+
     def row(self) -> dict[str, Any]:
         a, lat = self.accuracy, self.latency
         return {
-            "index": self.index, "label": self.label, "device": self.device,
+            "index": self.index, "label": self.label, "name": self.name, "device": self.device,
             "top1": a.top1 if a else None, "top1_samples": a.samples if a else None,
             "top1_full": a.full if a else None, "top1_agreement": a.top1_agreement if a else None,
             "cosine": a.cosine if a else None, "sqnr_db": a.sqnr_db if a else None,

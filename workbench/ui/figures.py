@@ -6,10 +6,10 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-__all__ = ["delta_bars", "latency_distribution", "pareto"]
+__all__ = ["delta_bars", "latency_distribution", "pareto", "METRIC_NAMES"]
 
 GOOD, BAD, NEUTRAL, CURRENT = "#2e7d32", "#c62828", "#9e9e9e", "#ff6f00"
-_LABELS = {"p50_ms": "p50 latency", "p99_ms": "p99 latency", "throughput": "throughput",
+METRIC_NAMES = _LABELS = {"p50_ms": "p50 latency", "p99_ms": "p99 latency", "throughput": "throughput",
            "top1": "top-1", "top1_agreement": "top-1 agreement", "size_bytes": "size",
            "peak_memory_bytes": "peak memory"}
 
@@ -66,11 +66,18 @@ def pareto(rows: list[dict[str, Any]], current: int | None = None,
             marker=dict(size=[10 + 30 * r["size_bytes"] / max_size for r in pts],
                         color=[CURRENT if r["index"] == current else "#1e88e5" for r in pts],
                         line=dict(width=[3 if r["index"] == current else 0 for r in pts], color="black")),
-            text=[f"#{r['index']} {r['label']}<br>{r['size_bytes'] / 1e6:.2f} MB" for r in pts],
-            hovertemplate="%{text}<br>p50 %{x:.2f} ms<br>" + accuracy_key + " %{y:.4f}<extra></extra>",
-            name="builds"))
-    fig.update_layout(title=title, xaxis_title="p50 latency (ms)", yaxis_title=y_title or accuracy_key, height=320,
-                      margin=dict(l=60, r=20, t=40, b=40), showlegend=False)
+            text=[f"#{r['index']} {r.get('name') or r['label']}<br>{r['size_bytes'] / 1e6:.2f} MB" for r in pts],
+            hovertemplate="%{text}<br>p50 %{x:.2f} ms<br>" + METRIC_NAMES.get(accuracy_key, accuracy_key)
+            + " %{y:.4f}<extra></extra>", name="builds"))
+    yaxis: dict[str, Any] = {}
+    if pts:  # scaled to the data (plotly's default pads a 0.96-0.96 range out to 0-1.5)
+        ys = [r[accuracy_key] for r in pts]
+        lo, hi = min(ys), max(ys)
+        pad = max((hi - lo) * 0.15, abs(hi) * 0.002, 1e-4)
+        yaxis = {"range": [lo - pad, hi + pad]}
+    fig.update_layout(title=title, xaxis_title="p50 latency (ms)",
+                      yaxis_title=y_title or METRIC_NAMES.get(accuracy_key, accuracy_key), height=320,
+                      margin=dict(l=60, r=20, t=40, b=40), showlegend=False, yaxis=yaxis)
     return fig
 
 

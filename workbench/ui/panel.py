@@ -406,7 +406,8 @@ class Workbench:
             c, graph_figure(s.baseline.model, heat=c.baseline.per_model_node(), heat_range=rng,
                             title="baseline: time per node", **heat),
             graph_figure(rec.model, rec.build.reports if rec.build else [], s.baseline.model,
-                         heat=c.build.per_model_node(), heat_range=rng, title=f"build #{rec.index}: time per node",
+                         heat=c.build.per_model_node(), heat_range=rng,
+                         title=f"build #{rec.index} {rec.name}: time per node",
                          **heat))
         self.w_stage.value = f"profiled: build {c.speedup:.2f}x the baseline"
         return c
@@ -425,7 +426,7 @@ class Workbench:
             args.setdefault("baseline", s.baseline.model)
         self.w_stage.value = "measuring the throughput curve"
         r = sweep(rec.model, rec.device, **args)
-        who = "baseline" if rec is s.baseline else f"build #{rec.index} (dashed: the baseline)"
+        who = "baseline" if rec is s.baseline else f"build #{rec.index} {rec.name} (dashed: the baseline)"
         self.profile_tab.show_sweep(r, f"Throughput against p99 latency: {who}, on {r.engine}")
         return r
 

@@ -93,6 +93,25 @@ class Recipe:
     def label(self) -> str:
         return ",".join(s.label() for s in self.passes) or "baseline"
 
+    def short_label(self) -> str:
+        """Passes and only the options that differ from their defaults, for people:
+        ``int8``, ``int8 (entropy)``, ``prune-channels (ratio 0.5) + int8``. The full recipe is
+        :meth:`label` (``resolved().label()`` with every default spelled out)."""
+        from .registry import get_pass  # noqa: PLC0415
+
+        parts = []
+        for s, p in zip(self.passes, self.instantiate()):
+            defaults = {o.name: o for o in get_pass(s.name).options}
+            shown = []
+            for k in s.options:
+                o = defaults.get(k)
+                v = p.opts.get(k)
+                if o is None or v == o.coerce(o.default, s.name):
+                    continue
+                shown.append(_short_value(k, v))
+            parts.append(f"{s.name} ({', '.join(shown)})" if shown else s.name)
+        return " + ".join(parts) or "baseline"
+
     @classmethod
     def from_dict(cls, d: Any, source: str = "recipe") -> Recipe:
         if not isinstance(d, dict) or not isinstance(d.get("passes"), list):
@@ -125,3 +144,15 @@ class Recipe:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+
+def _short_value(key: str, value: Any) -> str:
+    """``entropy`` for a word, ``ratio 0.5`` for a number, ``per_channel off`` for a flag,
+    ``exclude 2 nodes`` for a list."""
+    if isinstance(value, bool):
+        return f"{key} {'on' if value else 'off'}"
+    if isinstance(value, (list, tuple)):
+        return f"{key} {value[0]}" if len(value) == 1 else f"{key} {len(value)} items"
+    if isinstance(value, (int, float)):
+        return f"{key} {value:g}"
+    return str(value) if key == "calibration" else f"{key} {value}"
