@@ -305,3 +305,18 @@ def test_profile_and_throughput_tabs(panel):
     assert "not a comma-separated list" in panel.w_error.value
     tab.w_batches.value = "1,8,32"
     panel.disable("fold")
+
+
+def test_the_build_button_says_what_a_click_will_do(panel):
+    panel.enable("fold", slim=True)  # options no other test builds with: not in the cache yet
+    assert panel.w_build.description == "Build & measure"
+    rec = panel.build()
+    assert panel.w_build.description == "Build & measure (cached)"
+    assert rec.name == "fold (slim on)" and "slim=True" in rec.label
+    assert f"title='{rec.label}'" in panel.w_history.value or rec.label in panel.w_history.value
+    panel.disable("fold")
+    panel.enable("fold", slim=True)  # toggled back on: the same build, measured only
+    assert panel.w_build.description == "Build & measure (cached)"
+    panel.disable("fold")
+    assert "not available here" in panel.w_device_notes.value or all(
+        not b.disabled for b in panel.w_devices.values())

@@ -16,6 +16,7 @@ from typing import Any
 import ipywidgets as W
 import plotly.graph_objects as go
 
+from ..core.build import is_cached
 from ..core.engines.registry import engine_for_device, list_engines
 from ..core.model import load_model
 from ..core.passes.base import Option
@@ -110,10 +111,12 @@ class Workbench:
                                tooltip=e.reason, layout=W.Layout(width="auto"))
             b.observe(self._device_clicked, names="value")
             self.w_devices[e.name] = b
-            if not e.available:
-                notes.append(f"<li><span style='color:#9e9e9e'>{html.escape(e.name)}</span>: "
-                             f"{html.escape(e.reason)}</li>")
-        self.w_device_notes = W.HTML("<ul style='margin:0;font-size:90%'>" + "".join(notes) + "</ul>")
+            if not e.available:  # one short line; each reason on hover (and on its greyed toggle)
+                notes.append(f"<span title='{html.escape(e.reason, quote=True)}' style='color:#9e9e9e;"
+                             f"text-decoration:underline dotted'>{html.escape(e.name)}</span>")
+        self.w_device_notes = W.HTML(
+            "<div class='wb-device-notes' style='font-size:90%;color:#757575'>not available here: "
+            + ", ".join(notes) + " (hover a name for why)</div>" if notes else "")
 
         self.w_passes: dict[str, tuple[W.ToggleButton, dict[str, W.Widget]]] = {}
         rows = []
@@ -277,6 +280,8 @@ class Workbench:
             for b in self.w_devices.values():
                 if b is not change["owner"]:
                     b.value = False
+            if hasattr(self, "w_build"):
+                self._update_build_button()
 
     def select_device(self, engine: str) -> None:
         b = self.w_devices[engine]
@@ -310,8 +315,22 @@ class Workbench:
         return Recipe(tuple(specs))
 
     def _changed(self, _: dict) -> None:
+        self._update_build_button()
         if self.w_auto.value and not self._building and self.recipe.passes:
             self._guard(self.build)
+
+    def _update_build_button(self) -> None:
+        """Say what a click will do: measure a build the cache holds, or build it first."""
+        s = self.session
+        desc, tip = "Build & measure", "build the recipe for the selected device, then measure it"
+        try:
+            recipe = self.recipe
+            if s is not None and recipe.passes and is_cached(s.source, recipe, device=self.device,
+                                                             calibration=s.calib, cache=s.cache):
+                desc, tip = "Build & measure (cached)", "this build is in the cache: a click only measures it"
+        except Exception:  # noqa: BLE001 - a half-typed option: the build itself will say what is wrong
+            pass
+        self.w_build.description, self.w_build.tooltip = desc, tip
 
     # -- build and results ----------------------------------------------------------------------
     def _stage(self, text: str) -> None:
@@ -330,6 +349,7 @@ class Workbench:
         finally:
             self._building = False
         self.current = rec
+        self._update_build_button()
         self._render()
         if self.w_refine.value and self.session.data is not None and rec.accuracy and not rec.accuracy.full:
             self._stage("refining accuracy on the full set in the background")
@@ -341,6 +361,7 @@ class Workbench:
     def _first_deltas(self, rec: BuildRecord) -> None:
         """Latency, size and memory deltas as soon as they are measured; accuracy follows."""
         self.current = rec
+        self._update_build_button()
         self._render()
         now = time.perf_counter()
         self.first_deltas_at = self.first_deltas_at or now
