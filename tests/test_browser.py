@@ -282,6 +282,18 @@ def test_workbench_in_jupyterlab(browser, lab):
         expect(page.locator(".wb-data").first).to_contain_text("10000 samples, labeled")
         page.locator(".wb-data").first.scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / "05_own_data.png"))
+
+        # A bad model path: one error line in the panel, and the panel keeps the model it had.
+        model_box = page.locator("input[placeholder='sample:NAME or a path to .onnx']").first
+        model_box.scroll_into_view_if_needed()
+        model_box.fill("/nonexistent/model.onnx")
+        page.locator("button.widget-button", has_text="Load").first.click()
+        err = page.locator(".wb-error").first
+        expect(err).to_contain_text("error:", timeout=60_000)
+        expect(err).to_contain_text("model.onnx")
+        expect(page.locator(".wb-summary").first).to_contain_text("sample:resnet-fashion")
+        err.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "06_bad_model_path.png"))
         timings["done"] = time.monotonic() - t0
         assert panel.count() >= 1
     except Exception:

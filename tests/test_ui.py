@@ -320,3 +320,20 @@ def test_the_build_button_says_what_a_click_will_do(panel):
     panel.disable("fold")
     assert "not available here" in panel.w_device_notes.value or all(
         not b.disabled for b in panel.w_devices.values())
+
+
+def test_main_options_beside_the_toggle_the_rest_under_advanced_and_an_estimate(panel):
+    import ipywidgets as W  # noqa: PLC0415
+
+    rows = [c for c in panel.widget.children if isinstance(c, W.HBox) and c.children
+            and isinstance(c.children[0], W.ToggleButton) and c.children[0].description == "int8"]
+    toggle, main, more = rows[0].children
+    assert [w.description for w in main.children] == ["calibration", "samples"]
+    assert isinstance(more, W.Accordion) and more.selected_index is None  # folded
+    assert "advanced (10)" in more.get_title(0) and len(more.children[0].children) == 10
+    panel._progress("calibrate", 0, 10)
+    time.sleep(0.05)
+    panel._progress("calibrate", 5, 10)
+    assert panel.w_stage.value.startswith("calibrate: 5/10, ") and "left" in panel.w_stage.value
+    panel._progress("calibrate", 10, 10)
+    assert panel.w_stage.value == "calibrate: 10/10"

@@ -40,6 +40,9 @@ __all__ = ["Workbench"]
 _DEVICE_OF = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-tensorrt": "ort-tensorrt", "tensorrt": "tensorrt"}
 
 
+MAIN_OPTIONS = 2  # options shown beside a pass's toggle; the others fold under "advanced"
+
+
 def _option_widget(o: Option) -> W.Widget:
     style = {"description_width": "initial"}
     layout = W.Layout(width="auto")
@@ -83,6 +86,7 @@ class Workbench:
         self.current: BuildRecord | None = None
         self.netron = NetronServer()
         self._building = False
+        self._stage_of: tuple[str, float, int] = ("", 0.0, 0)  # the progress stage, its start, its count then
         self.first_deltas_at: float | None = None  # perf_counter(): the last build's first deltas
         self.final_deltas_at: float | None = None  # ... and its own latency (after any first look)
         self.heat: dict[str, float] | None = None  # per-node sensitivity shown on the graph
@@ -128,12 +132,21 @@ class Workbench:
             for w in opts.values():
                 w.observe(self._changed, names="value")
             self.w_passes[name] = (t, opts)
-            rows.append(W.HBox([t, W.HBox(list(opts.values()), layout=W.Layout(flex_flow="row wrap"))]))
-        self.w_build = W.Button(description="Build & measure", button_style="primary", icon="play")
+            main, rest = list(opts.values())[:MAIN_OPTIONS], list(opts.values())[MAIN_OPTIONS:]
+            row = [t, W.HBox(main, layout=W.Layout(flex_flow="row wrap"))]
+            if rest:  # the rest folded away: a user toggles a pass and perhaps its main options
+                more = W.Accordion([W.HBox(rest, layout=W.Layout(flex_flow="row wrap"))],
+                                   layout=W.Layout(width="auto", flex="1"))
+                more.set_title(0, f"advanced ({len(rest)})")
+                more.selected_index = None
+                row.append(more)
+            rows.append(W.HBox(row, layout=W.Layout(align_items="flex-start")))
+        self.w_build = W.Button(description="Build & measure", button_style="primary", icon="play",
+                                layout=W.Layout(width="auto", min_width="180px"))
         self.w_build.on_click(lambda _: self._guard(self.build))
         self.w_auto = W.Checkbox(value=auto_build, description="build on every change", indent=False)
         self.w_refine = W.Checkbox(value=refine, description="refine accuracy to the full set in the background",
-                                   indent=False)
+                                   indent=False, layout=W.Layout(width="auto"))
         self.w_progress = W.IntProgress(min=0, max=1, value=0, layout=W.Layout(width="300px"))
         self.w_stage = W.Label("")
         self.w_error = W.HTML()
@@ -207,9 +220,18 @@ class Workbench:
         return None
 
     def _progress(self, stage: str, done: int, total: int) -> None:
+        """The bar, what it is doing, and an estimate of what is left (from this stage's pace)."""
+        now = time.perf_counter()
+        if stage != self._stage_of[0] or done == 0 or done < self._stage_of[2]:
+            self._stage_of = (stage, now, done)
         self.w_progress.max = max(total, 1)
         self.w_progress.value = min(done, total)
-        self.w_stage.value = f"{stage}: {done}/{total}"
+        _, t0, d0 = self._stage_of
+        left = ""
+        if done > d0 and done < total:
+            eta = (now - t0) / (done - d0) * (total - done)
+            left = f", about {eta:.0f} s left" if eta >= 1 else ", under a second left"
+        self.w_stage.value = f"{stage}: {done}/{total}{left}"
 
     # -- model and device -----------------------------------------------------------------------
     def load(self, model: Any, measure: bool = True) -> None:
