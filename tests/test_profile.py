@@ -80,13 +80,14 @@ def test_the_sum_is_checked_against_an_unprofiled_measurement(res_profile: Layer
     assert p.measured_ms > 0 and p.runs == 8 and p.warmup == 3
     # The nodes run inside ORT's own run: their per-run sum cannot exceed its total.
     assert p.node_sum_ms <= p.profiled_run_ms * 1.02
-    # The share itself moves with the machine's load (the other test worker shares both cores):
-    # it must land near 1 in one of three tries. A node counted twice, or one missing, misses always.
-    def near(t: LayerProfile) -> bool:
-        return 0.6 <= t.explained_per_run <= 1.6
-
-    tries = [p] + [_res_profile() for _ in range(2) if not near(p)]
-    assert any(near(t) for t in tries), [t.explained_per_run for t in tries]
+    # The profile explains the profiled run: each run's node times add up to most of ONNX Runtime's
+    # own run time (a node counted twice would exceed it; half the nodes lost would miss it).
+    assert 0.5 <= p.node_sum_ms / p.profiled_run_ms <= 1.02, (p.node_sum_ms, p.profiled_run_ms)
+    # Against the separately measured p50 the share moves with the machine's load: on a fresh-clone
+    # CI run beside the other test worker it read 1.7-2.0 three times in a row (the profiler's cost
+    # per node grows under contention), 0.9-1.1 on a quiet machine; the >= 90% target is checked by
+    # benchmarks/profiles.py. Here only a unit error (us for ms) is caught.
+    assert 0.3 <= p.explained_per_run <= 4.0, p.explained_per_run
     assert p.explained == pytest.approx(p.total_ms / p.measured_ms)
     ops = p.by_op_type()
     assert sum(o.ms for o in ops) == pytest.approx(p.total_ms)

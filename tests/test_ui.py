@@ -307,15 +307,31 @@ def test_profile_and_throughput_tabs(panel):
     panel.disable("fold")
 
 
-def test_the_build_button_says_what_a_click_will_do(panel):
-    panel.enable("fold", slim=True)  # options no other test builds with: not in the cache yet
+def test_the_build_button_says_what_a_click_will_do(panel, tmp_path):
+    from workbench.core.cache import BuildCache  # noqa: PLC0415
+
+    s = panel.session
+    kept = s.cache, s._by_config
+    s.cache, s._by_config = BuildCache(tmp_path), {}  # as if nothing was built or measured yet
+    try:
+        _button_follows_the_cache(panel)
+    finally:
+        s.cache, s._by_config = kept
+        panel.disable("fold")
+
+
+def _button_follows_the_cache(panel) -> None:
+    panel.enable("fold", slim=True)
     assert panel.w_build.description == "Build & measure"
     rec = panel.build()
-    assert panel.w_build.description == "Build & measure (cached)"
+    assert panel.w_build.description == "Build & measure (measured: instant)"
     assert rec.name == "fold (slim on)" and "slim=True" in rec.label
     assert f"title='{rec.label}'" in panel.w_history.value or rec.label in panel.w_history.value
     panel.disable("fold")
-    panel.enable("fold", slim=True)  # toggled back on: the same build, measured only
+    panel.enable("fold", slim=True)  # toggled back on: the same build, shown at once
+    assert panel.w_build.description == "Build & measure (measured: instant)"
+    panel.session._by_config = {}  # a new session on the same cache: the build comes from the cache
+    panel._update_build_button()
     assert panel.w_build.description == "Build & measure (cached)"
     panel.disable("fold")
     assert "not available here" in panel.w_device_notes.value or all(

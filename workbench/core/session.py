@@ -263,6 +263,17 @@ class Session:
         return rec
 
     # -- building and measuring -------------------------------------------------------------------
+    def build_state(self, recipe: Recipe | str, device: str | None = None) -> str:
+        """What :meth:`build` would do now: ``measured`` (this session has its results: instant),
+        ``cached`` (the build cache holds it: measuring only) or ``build``."""
+        device = device or self.device
+        recipe = Recipe.parse(recipe) if isinstance(recipe, str) else recipe
+        seen = self._by_config.get((recipe.resolved().label(), device))
+        if seen is not None and seen.latency is not None:
+            return "measured"
+        return "cached" if is_cached(self.source, recipe, device=device, calibration=self.calib,
+                                     cache=self.cache) else "build"
+
     def build(self, recipe: Recipe | str, *, device: str | None = None, progress: Progress | None = None,
               measure: bool = True, refine: bool = False,
               on_refined: Callable[[BuildRecord], None] | None = None,

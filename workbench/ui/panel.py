@@ -16,7 +16,6 @@ from typing import Any
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from ..core.build import is_cached
 from ..core.engines.registry import engine_for_device, list_engines
 from ..core.model import load_model
 from ..core.passes.base import Option
@@ -347,11 +346,13 @@ class Workbench:
         desc, tip = "Build & measure", "build the recipe for the selected device, then measure it"
         try:
             recipe = self.recipe
-            if s is not None and recipe.passes and is_cached(s.source, recipe, device=self.device,
-                                                             calibration=s.calib, cache=s.cache):
-                desc, tip = "Build & measure (cached)", "this build is in the cache: a click only measures it"
+            state = s.build_state(recipe, self.device) if s is not None and recipe.passes else "build"
         except Exception:  # noqa: BLE001 - a half-typed option: the build itself will say what is wrong
-            pass
+            state = "build"
+        if state == "measured":
+            desc, tip = "Build & measure (measured: instant)", "measured before in this session: a click shows it"
+        elif state == "cached":
+            desc, tip = "Build & measure (cached)", "this build is in the cache: a click only measures it"
         self.w_build.description, self.w_build.tooltip = desc, tip
 
     # -- build and results ----------------------------------------------------------------------
