@@ -22,7 +22,7 @@ from ..evaluation.latency import time_callable
 from ..evaluation.run import Progress, _with_values_shapes, make_runner
 from ..model import ModelSource, load_model
 from ..shapes import random_feeds, resolve_inputs, tensor_specs
-from .layers import LayerProfile, NodeTime
+from .layers import DisjointSets, LayerProfile, NodeTime
 from .run import named_copy, profile
 
 __all__ = ["NodeDelta", "OpTypeDelta", "ProfileComparison", "align_nodes", "compare_profiles", "profile_pair"]
@@ -125,25 +125,18 @@ def _units(base: LayerProfile, build: LayerProfile, aliases: dict[str, str] | No
     maps build node names a pass renamed to the baseline's."""
     aliases = aliases or {}
     items = [("a", n) for n in base.nodes if n.covers] + [("b", n) for n in build.nodes if n.covers]
-    parent = list(range(len(items)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    sets = DisjointSets(len(items))
     first: dict[str, int] = {}
     for i, (side, n) in enumerate(items):
         for c in n.covers:
             c = aliases.get(c, c) if side == "b" else c
             if c in first:
-                parent[find(i)] = find(first[c])
+                sets.union(i, first[c])
             else:
                 first[c] = i
     groups: dict[int, list[int]] = defaultdict(list)
     for i in range(len(items)):
-        groups[find(i)].append(i)
+        groups[sets.find(i)].append(i)
     out = []
     for members in sorted(groups.values()):
         a = [items[i][1] for i in members if items[i][0] == "a"]

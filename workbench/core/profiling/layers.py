@@ -20,7 +20,7 @@ import onnx
 
 __all__ = ["NodeTime", "LayerProfile", "OpTypeTime", "Collected", "ORIGINS", "model_node_names", "node_stats",
            "name_covers",
-           "run_schedule"]
+           "run_schedule", "DisjointSets"]
 
 BLOCKS = 4  # profiled runs come in this many blocks, an unprofiled timing slice after each
 
@@ -244,3 +244,22 @@ def run_schedule(run: Callable[[], Any], *, runs: int, warmup: int, between: Cal
         if between is not None:
             between()
     return flags
+
+
+class DisjointSets:
+    """Union-find over ``0 .. n-1`` (path halving): the units of a profile comparison, the pieces
+    of an OpenVINO graph."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        parent = self.parent
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        """Join ``a``'s set into ``b``'s."""
+        self.parent[self.find(a)] = self.find(b)

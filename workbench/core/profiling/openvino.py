@@ -26,7 +26,7 @@ import onnx
 
 from ...errors import EngineRunError, UsageError
 from ..model import Model
-from .layers import Collected, NodeTime, model_node_names, node_stats, run_schedule
+from .layers import Collected, DisjointSets, NodeTime, model_node_names, node_stats, run_schedule
 
 __all__ = ["collect_openvino", "profile_request", "resolver"]
 
@@ -176,22 +176,15 @@ def _attribute_by_flow(proto: onnx.ModelProto, layers: dict[str, _Layer], execut
 
     free = [n for n in nodes if n.name not in owners and not all(o in const for o in n.output if o)]
     piece_of = {n.name: i for i, n in enumerate(free)}  # union-find over tensor edges
-    parent = list(range(len(free)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    sets = DisjointSets(len(free))
     made = {o: n.name for n in nodes for o in n.output if o}
     for n in free:
         for i in n.input:
             if made.get(i) in piece_of:
-                parent[find(piece_of[n.name])] = find(piece_of[made[i]])
+                sets.union(piece_of[n.name], piece_of[made[i]])
     pieces: dict[int, list[onnx.NodeProto]] = {}
     for n in free:
-        pieces.setdefault(find(piece_of[n.name]), []).append(n)
+        pieces.setdefault(sets.find(piece_of[n.name]), []).append(n)
     consumers: dict[str, list[str]] = {}
     for n in nodes:
         for i in n.input:
