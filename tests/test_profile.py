@@ -83,11 +83,11 @@ def test_the_sum_is_checked_against_an_unprofiled_measurement(res_profile: Layer
     # The profile explains the profiled run: each run's node times add up to most of ONNX Runtime's
     # own run time (a node counted twice would exceed it; half the nodes lost would miss it).
     assert 0.5 <= p.node_sum_ms / p.profiled_run_ms <= 1.02, (p.node_sum_ms, p.profiled_run_ms)
-    # Against the separately measured p50 the share moves with the machine's load: on a fresh-clone
-    # CI run beside the other test worker it read 1.7-2.0 three times in a row (the profiler's cost
-    # per node grows under contention), 0.9-1.1 on a quiet machine; the >= 90% target is checked by
-    # benchmarks/profiles.py. Here only a unit error (us for ms) is caught.
-    assert 0.3 <= p.explained_per_run <= 4.0, p.explained_per_run
+    # Against the separately measured p50 the share moves with the machine's load: on fresh-clone
+    # CI runs beside the other test worker it read 1.7-2.0 and once 4.7 (the profiler's cost per node
+    # grows under contention), 0.9-1.1 on a quiet machine; the >= 90% target is checked by
+    # benchmarks/profiles.py. Here only a unit error (us for ms: a factor of 1000) is caught.
+    assert 0.05 <= p.explained_per_run <= 20.0, p.explained_per_run
     assert p.explained == pytest.approx(p.total_ms / p.measured_ms)
     ops = p.by_op_type()
     assert sum(o.ms for o in ops) == pytest.approx(p.total_ms)
