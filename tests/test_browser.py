@@ -212,14 +212,36 @@ def test_workbench_in_jupyterlab(browser, lab):
         n_builds = before + 1 - 1  # header row excluded
         pareto = page.locator(".js-plotly-plot", has=page.locator("text.gtitle", has_text="Accuracy against latency"))
         expect(pareto.locator(".scatterlayer path.point")).to_have_count(n_builds, timeout=30_000)
-        pareto.first.scroll_into_view_if_needed()
+        # The loop on one screen (issue 20): model, device, passes, build and deltas above the tabs.
+        page.locator(".wb-summary").first.evaluate("e => e.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(300)
+        build_btn = page.locator("button.widget-button", has_text="Build & measure")
+        for loc in (page.locator(".wb-summary").first, build_btn, results, page.locator(".jp-OutputArea .lm-TabBar").first):
+            box = loc.bounding_box()
+            assert box and box["y"] >= 0 and box["y"] + min(box["height"], 40) <= 1100, (loc, box)
         page.screenshot(path=str(SHOTS / "02_after_click_build.png"))
+        pareto.first.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "02b_charts_tab.png"))
 
-        graph = page.locator(".js-plotly-plot", has=page.locator("text.gtitle", has_text="removed"))
-        expect(graph.first).to_be_visible()
-        assert graph.first.locator(".scatterlayer path.point").count() > 10
-        graph.first.scroll_into_view_if_needed()
+        # The Graph tab: baseline and build side by side, Q/DQ folded, the passes' statuses as the
+        # colors; a click on a node shows its attributes, shapes and what the passes did to it.
+        page.get_by_role("tab", name="Graph", exact=True).click()
+        graph = page.locator(".js-plotly-plot", has=page.locator("text.gtitle", has_text="build #"))
+        expect(graph.first).to_be_visible(timeout=60_000)
+        base_graph = page.locator(".js-plotly-plot", has=page.locator("text.gtitle", has_text="baseline"))
+        expect(base_graph.first).to_be_visible()
+        points = graph.first.locator(".scatterlayer path.point")
+        assert points.count() > 10
+        expect(graph.first.locator(".legendtext", has_text="quantized")).to_have_count(1)
+        pt = graph.first.locator(".scatterlayer .trace", has=page.locator("path.point")).nth(1) \
+            .locator("path.point").first.bounding_box()
+        page.mouse.click(pt["x"] + pt["width"] / 2, pt["y"] + pt["height"] / 2)
+        details = page.locator(".wb-node-details").first
+        expect(details).to_contain_text("passes:", timeout=30_000)
+        expect(details).to_contain_text("outputs:")
+        page.locator(".wb-node-details").first.scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / "03_graph_view.png"))
+        page.get_by_role("tab", name="Charts", exact=True).click()
 
         # The same build on every CPU runtime, side by side (issue 18).
         page.locator("button.widget-button", has_text="Compare runtimes").click()
@@ -231,6 +253,7 @@ def test_workbench_in_jupyterlab(browser, lab):
         page.screenshot(path=str(SHOTS / "03b_runtimes.png"))
 
         # Where the time goes (issue 19): the build's per-layer profile beside the baseline's.
+        page.get_by_role("tab", name="Profile", exact=True).click()
         page.locator("button.widget-button", has_text="Profile build vs baseline").click()
         prof = page.locator(".wb-profile").first
         expect(prof).to_contain_text("faster", timeout=120_000)
@@ -258,6 +281,7 @@ def test_workbench_in_jupyterlab(browser, lab):
         curve.first.scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / "03e_throughput.png"))
 
+        page.get_by_role("tab", name="Graph", exact=True).click()
         page.get_by_role("tab", name="Netron").click()
         page.locator("button.widget-button", has_text="Show in Netron").click()
         frame_sel = "iframe[title='Netron']"

@@ -41,8 +41,16 @@ def test_toggle_build_and_deltas(panel):
     assert {t.name for t in panel.fig_pareto.data} >= {"builds"}
     assert len(panel.fig_pareto.data[-1].x) == 2  # baseline and the build
     assert panel.fig_deltas.data[0].y  # one bar per metric
-    assert any(t.name == "fused" for t in panel.fig_graph.data)
-    assert "BatchNormalization x20" in panel.fig_graph.layout.title.text  # folded away
+    g = panel.graph_tab
+    g.fig_build.data = []
+    panel.tabs.selected_index = panel.TAB_CHARTS
+    panel._render()
+    assert not g.fig_build.data  # the graph is laid out only when its tab is shown
+    panel.tabs.selected_index = panel.TAB_GRAPH
+    assert any(t.name == "fused" for t in g.fig_build.data)
+    assert "-20 BatchNormalization" in g.fig_build.layout.title.text  # folded away
+    assert any(t.name == "removed" for t in g.fig_base.data)  # ... and marked on the baseline's side
+    panel.tabs.selected_index = panel.TAB_CHARTS
     panel.disable("fuse")
 
 
@@ -341,8 +349,8 @@ def _button_follows_the_cache(panel) -> None:
 def test_main_options_beside_the_toggle_the_rest_under_advanced_and_an_estimate(panel):
     import ipywidgets as W  # noqa: PLC0415
 
-    rows = [c for c in panel.widget.children if isinstance(c, W.HBox) and c.children
-            and isinstance(c.children[0], W.ToggleButton) and c.children[0].description == "int8"]
+    rows = [c for c in panel.pass_rows.rows if c.children[0].description == "int8"]
+    assert isinstance(rows[0].children[0], W.ToggleButton)
     toggle, main, more = rows[0].children
     assert [w.description for w in main.children] == ["calibration", "samples"]
     assert isinstance(more, W.Accordion) and more.selected_index is None  # folded
@@ -353,3 +361,34 @@ def test_main_options_beside_the_toggle_the_rest_under_advanced_and_an_estimate(
     assert panel.w_stage.value.startswith("calibrate: 5/10, ") and "left" in panel.w_stage.value
     panel._progress("calibrate", 10, 10)
     assert panel.w_stage.value == "calibrate: 10/10"
+
+
+def test_the_graph_tab_folds_qdq_and_explains_a_clicked_node(panel):
+    """Issue 20: a quantized build's graph keeps the float graph's shape (weight and activation
+    Q/DQ folded into their layer), the baseline beside it; a node shows its attributes, shapes and
+    what the passes did, and a quantized one can be kept in float from there."""
+    assert [panel.tabs.get_title(i) for i in range(len(panel.tabs.children))] == [
+        "Charts", "History & export", "Graph", "Profile", "Throughput", "Sensitivity", "Search"]
+    panel.enable("int8", samples=16)
+    rec = panel.build()
+    panel.tabs.selected_index = panel.TAB_GRAPH
+    g = panel.graph_tab
+    ops = [n.op_type for n in rec.model.proto.graph.node]
+    drawn = [text for t in g.fig_build.data[1:] for text in t.text]
+    assert ops.count("DequantizeLinear") > 20 and not any(t.startswith(("Dequan", "Quanti")) for t in drawn)
+    assert len(drawn) < len(ops) / 2 and "Q/DQ/Constant folded" in g.fig_build.layout.title.text
+    name, summary = g.fig_build.layout.title.text.split("<br>")
+    assert name == f"build #{rec.index} {rec.name}" and len(name) < 60 and "+73 DequantizeLinear" in summary
+    conv = next(n for t in g.fig_build.data if t.name == "quantized" for n in t.customdata)
+    details = g.select(conv)
+    assert "int8: quantized" in details and "float[" in details and "folded in:" in details
+    assert g.w_exclude.layout.display == ""  # the button to keep it in float
+    g.w_exclude.click()
+    assert conv in panel.recipe.passes[0].options["exclude"]
+    assert any(e["node"] == conv for r in panel.current.build.reports for e in r.excluded)
+    base_node = next(n for t in g.fig_base.data[1:] for n in t.customdata)
+    assert "no pass changed it" in g.select(base_node, side="base")
+    assert g.w_exclude.layout.display == "none"  # nothing to keep in float on the baseline's side
+    panel.enable("int8", exclude="")
+    panel.disable("int8")
+    panel.tabs.selected_index = panel.TAB_CHARTS

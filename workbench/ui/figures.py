@@ -89,3 +89,15 @@ def _frontier(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
             out.append(r)
             best = r[key]
     return out
+
+
+def replace_figure(fw: go.FigureWidget, fig: go.Figure) -> None:
+    """Show ``fig`` in the widget ``fw`` (its traces, and its layout where it differs)."""
+    # Assigning a layout makes plotly validate it again, property by property (most of a
+    # re-render's time, measured): skip it when the new layout is the same as the shown one.
+    same_layout = fw.layout.to_plotly_json() == fig.layout.to_plotly_json()
+    with fw.batch_update():
+        fw.data = []
+        fw.add_traces(list(fig.data))
+        if not same_layout:
+            fw.layout = fig.layout

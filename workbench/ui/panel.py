@@ -16,19 +16,18 @@ from typing import Any
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from ..core.engines.registry import engine_for_device, list_engines
+from ..core.engines.registry import list_engines
 from ..core.model import load_model
-from ..core.passes.base import Option
-from ..core.passes.recipe import PassSpec, Recipe
-from ..core.passes.registry import all_passes
+from ..core.passes.recipe import Recipe
 from ..core.samples import SAMPLES
 from ..core.session import BuildRecord, Session
 from ..core.summary import summarize
 from ..errors import WorkbenchError
 from .data_box import DataBox, build_warnings_html, conversion_html
-from .figures import BAD, delta_bars, latency_distribution, pareto
-from .graph import graph_figure
-from .netron_view import NetronServer
+from .figures import BAD, delta_bars, latency_distribution, pareto, replace_figure
+from .graph_tab import GraphTab
+from .panel_tools import PanelTools
+from .pass_rows import PassRows
 from .profile_tab import ProfileTab
 from .results_html import deltas_html, history_html
 from .runtimes_box import RuntimesBox
@@ -39,31 +38,7 @@ __all__ = ["Workbench"]
 _DEVICE_OF = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-tensorrt": "ort-tensorrt", "tensorrt": "tensorrt"}
 
 
-MAIN_OPTIONS = 2  # options shown beside a pass's toggle; the others fold under "advanced"
-
-
-def _option_widget(o: Option) -> W.Widget:
-    style = {"description_width": "initial"}
-    layout = W.Layout(width="auto")
-    if o.choices:
-        return W.Dropdown(options=list(o.choices), value=o.default, description=o.name, style=style,
-                          layout=layout, tooltip=o.help)
-    if o.type is bool and o.default is None:  # tri-state: None lets the pass decide
-        return W.Dropdown(options=[("auto", None), ("true", True), ("false", False)], value=None,
-                          description=o.name, style=style, layout=layout, tooltip=o.help)
-    if o.type is bool:
-        return W.Checkbox(value=bool(o.default), description=o.name, indent=False, tooltip=o.help,
-                          layout=layout)
-    if o.type is int:
-        return W.IntText(value=o.default, description=o.name, style=style, layout=W.Layout(width="150px"))
-    if o.type is float:
-        return W.FloatText(value=o.default, description=o.name, style=style, layout=W.Layout(width="160px"))
-    value = "+".join(o.default) if isinstance(o.default, list) else ("" if o.default is None else str(o.default))
-    return W.Text(value=value, description=o.name, placeholder="a+b" if o.type is list else "",
-                  style=style, layout=W.Layout(width="260px"))
-
-
-class Workbench:
+class Workbench(PanelTools):
     """``Workbench("sample:resnet-fashion")`` in a notebook cell shows the panel.
 
     ``model`` may be a path, ``sample:NAME`` or a ``torch.nn.Module`` (with ``example_inputs``);
@@ -83,26 +58,27 @@ class Workbench:
         self._metric = {"metric": metric, "metric_name": metric_name, "preprocessing": preprocessing}
         self.session: Session | None = None
         self.current: BuildRecord | None = None
-        self.netron = NetronServer()
+        self.explorer: Any = None  # workbench.viewer.ExplorerServer, once started
         self._building = False
         self._stage_of: tuple[str, float, int] = ("", 0.0, 0)  # the progress stage, its start, its count then
         self.first_deltas_at: float | None = None  # perf_counter(): the last build's first deltas
         self.final_deltas_at: float | None = None  # ... and its own latency (after any first look)
         self.heat: dict[str, float] | None = None  # per-node sensitivity shown on the graph
-        self._graph_memo: dict[tuple[Any, ...], tuple[Any, Any, go.Figure]] = {}
         self.model_ref = model  # what search workers load (a sample name or a path)
         self.search_result: Any = None  # the last SearchResult
         self._build_ui(model, auto_build, refine)
         self.load(model, measure=measure_baseline)
 
     # -- layout ---------------------------------------------------------------------------------
+    TAB_CHARTS, TAB_HISTORY, TAB_GRAPH = 0, 1, 2  # then Profile, Throughput, Sensitivity, Search
+
     def _build_ui(self, model: str, auto_build: bool, refine: bool) -> None:
         samples = [f"sample:{n}" for n in SAMPLES]
         self.w_model = W.Combobox(value=model if isinstance(model, str) else "", options=samples, description="Model",
-                                  placeholder="sample:NAME or a path to .onnx", layout=W.Layout(width="420px"))
+                                  placeholder="sample:NAME or a path to .onnx", layout=W.Layout(width="380px"))
         self.w_upload = W.FileUpload(accept=".onnx", multiple=False, description="Upload .onnx")
-        self.w_load = W.Button(description="Load", icon="folder-open")
-        self.w_summary = W.HTML()
+        self.w_load = W.Button(description="Load", icon="folder-open", layout=W.Layout(width="auto"))
+        self.w_summary = W.HTML(layout=W.Layout(flex="1"))
         self.data_box = DataBox(self.load_data, self._guard)
         self.w_load.on_click(lambda _: self._guard(lambda: self.load(self.w_model.value)))
         self.w_upload.observe(lambda _: self._guard(self._load_upload), names="value")
@@ -121,37 +97,21 @@ class Workbench:
             "<div class='wb-device-notes' style='font-size:90%;color:#757575'>not available here: "
             + ", ".join(notes) + " (hover a name for why)</div>" if notes else "")
 
-        self.w_passes: dict[str, tuple[W.ToggleButton, dict[str, W.Widget]]] = {}
-        rows = []
-        for name, cls in all_passes().items():
-            t = W.ToggleButton(description=name, value=False, tooltip=cls.summary,
-                               layout=W.Layout(width="150px"))
-            opts = {o.name: _option_widget(o) for o in cls.options}
-            t.observe(self._changed, names="value")
-            for w in opts.values():
-                w.observe(self._changed, names="value")
-            self.w_passes[name] = (t, opts)
-            main, rest = list(opts.values())[:MAIN_OPTIONS], list(opts.values())[MAIN_OPTIONS:]
-            row = [t, W.HBox(main, layout=W.Layout(flex_flow="row wrap"))]
-            if rest:  # the rest folded away: a user toggles a pass and perhaps its main options
-                more = W.Accordion([W.HBox(rest, layout=W.Layout(flex_flow="row wrap"))],
-                                   layout=W.Layout(width="auto", flex="1"))
-                more.set_title(0, f"advanced ({len(rest)})")
-                more.selected_index = None
-                row.append(more)
-            rows.append(W.HBox(row, layout=W.Layout(align_items="flex-start")))
+        self.pass_rows = PassRows(self._changed)
+        self.w_passes = self.pass_rows.widgets
         self.w_build = W.Button(description="Build & measure", button_style="primary", icon="play",
                                 layout=W.Layout(width="auto", min_width="180px"))
         self.w_build.on_click(lambda _: self._guard(self.build))
-        self.w_auto = W.Checkbox(value=auto_build, description="build on every change", indent=False)
-        self.w_refine = W.Checkbox(value=refine, description="refine accuracy to the full set in the background",
+        self.w_auto = W.Checkbox(value=auto_build, description="build on every change", indent=False,
+                                 layout=W.Layout(width="auto"))
+        self.w_refine = W.Checkbox(value=refine, description="refine accuracy on the full set",
                                    indent=False, layout=W.Layout(width="auto"))
-        self.w_progress = W.IntProgress(min=0, max=1, value=0, layout=W.Layout(width="300px"))
+        self.w_progress = W.IntProgress(min=0, max=1, value=0, layout=W.Layout(width="220px"))
         self.w_stage = W.Label("")
         self.w_error = W.HTML()
         self.w_trace = W.Output()
 
-        self.w_deltas = W.HTML()
+        self.w_deltas = W.HTML("<i>toggle passes and build: the deltas against the baseline show here</i>")
         self.fig_deltas = go.FigureWidget(delta_bars({}))
         self.fig_latency = go.FigureWidget(latency_distribution({}))
         self.fig_pareto = go.FigureWidget(pareto([]))
@@ -169,34 +129,44 @@ class Workbench:
         self.w_export.on_click(lambda _: self._guard(lambda: self.export(self.w_export_dir.value, force=True)))
         self.w_export_msg = W.HTML()
 
-        self.fig_graph = go.FigureWidget()
-        self.w_netron = W.HTML("<i>Click 'Show in Netron' to open the current model in Netron "
-                               "(served on 127.0.0.1).</i>")
-        self.w_netron_btn = W.Button(description="Show in Netron")
-        self.w_netron_btn.on_click(lambda _: self._guard(self.show_netron))
+        self.graph_tab = GraphTab(self._guard, self.exclude_node, self.show_explorer, self.show_netron)
+        self.netron = self.graph_tab.netron
+        from ..viewer import available as explorer_unavailable  # noqa: PLC0415  (no model_explorer import)
 
+        reason = explorer_unavailable()
+        if reason:
+            self.graph_tab.disable_explorer(reason)
         self.runtimes_box = RuntimesBox(self.compare_runtimes, self._guard)
         self.search_tab = SearchTab(self.search, self.use_search_best, self.show_sensitivity, self._guard)
         self.profile_tab = ProfileTab(self.profile, self.sweep, self._guard)
-        graph_tabs = W.Tab([W.VBox([self.fig_graph]), W.VBox([self.w_netron_btn, self.w_netron])])
-        graph_tabs.set_title(0, "Graph (workbench)")
-        graph_tabs.set_title(1, "Netron")
+        # the loop on one screen: model, device, passes and build on the left, the deltas beside them;
+        # everything else in tabs below
+        loop = W.HBox([
+            W.VBox([W.HTML("<b>Passes</b> (applied top to bottom)"), *self.pass_rows.rows,
+                    W.HBox([self.w_build, self.w_auto, self.w_refine], layout=W.Layout(align_items="center")),
+                    W.HBox([self.w_progress, self.w_stage]), self.w_error, self.w_trace],
+                   layout=W.Layout(width="58%")),
+            W.VBox([W.HTML("<b>Against the baseline</b>"), self.w_deltas],
+                   layout=W.Layout(width="42%", padding="0 0 0 12px"))])
+        charts = W.VBox([W.HBox([self.fig_deltas, self.fig_latency]), self.fig_pareto, self.runtimes_box.widget])
+        history = W.VBox([self.w_history, W.HBox([self.w_hist_path, self.w_hist_csv, self.w_hist_json]),
+                          W.HBox([self.w_export_dir, self.w_export]), self.w_export_msg])
+        self.tabs = W.Tab([charts, history, self.graph_tab.widget, self.profile_tab.profile_box,
+                           self.profile_tab.sweep_box, self.search_tab.sensitivity_box, self.search_tab.search_box])
+        for i, t in enumerate(("Charts", "History & export", "Graph", "Profile", "Throughput",
+                               "Sensitivity", "Search")):
+            self.tabs.set_title(i, t)
+        self.tabs.observe(lambda ch: self._guard(self._render_graph) if ch["new"] == self.TAB_GRAPH else None,
+                          names="selected_index")
+        line = W.Layout(align_items="center", flex_flow="row wrap")
         self.widget = W.VBox([
-            W.HTML("<h3 style='margin:4px 0'>Inference workbench</h3>"),
-            W.HBox([self.w_model, self.w_load, self.w_upload]), self.w_summary,
-            W.HTML("<b>Data</b>"), self.data_box.widget,
-            W.HTML("<b>Device</b>"), W.HBox(list(self.w_devices.values())), self.w_device_notes,
-            W.HTML("<b>Passes</b> (applied top to bottom)"), *rows,
-            W.HBox([self.w_build, self.w_auto, self.w_refine]),
-            W.HBox([self.w_progress, self.w_stage]), self.w_error, self.w_trace,
-            W.HTML("<b>Results against the baseline</b>"), self.w_deltas,
-            W.HBox([self.fig_deltas, self.fig_latency]), self.fig_pareto, self.runtimes_box.widget,
-            W.HTML("<b>History</b>"), self.w_history, W.HBox([self.w_hist_path, self.w_hist_csv, self.w_hist_json]),
-            W.HBox([self.w_export_dir, self.w_export]), self.w_export_msg,
-            graph_tabs,
-            W.HTML("<b>Where the time goes and what throughput it sustains</b>"), self.profile_tab.widget,
-            W.HTML("<b>Sensitivity and search</b>"), self.search_tab.widget,
-        ])
+            W.HBox([W.HTML("<b style='font-size:15px;margin-right:8px'>Inference workbench</b>"),
+                    self.w_model, self.w_load, self.w_upload], layout=line),
+            self.w_summary, self.data_box.widget,
+            W.HBox([W.HTML("<b style='margin-right:6px'>Device</b>"), *self.w_devices.values(),
+                    self.w_device_notes], layout=line),
+            loop, self.tabs,
+        ], layout=W.Layout(max_width="1480px"))
 
     def _ipython_display_(self) -> None:
         from IPython.display import display  # noqa: PLC0415
@@ -313,27 +283,14 @@ class Workbench:
     # -- passes and recipe ----------------------------------------------------------------------
     def enable(self, name: str, **options: Any) -> None:
         """Turn a pass on, with options (as the CLI spells them)."""
-        if name not in self.w_passes:
-            raise WorkbenchError(f"unknown pass {name!r}", f"passes are: {', '.join(self.w_passes)}")
-        toggle, widgets = self.w_passes[name]
-        for k, v in options.items():
-            if k not in widgets:
-                raise WorkbenchError(f"{name}: unknown option {k!r}", f"options are: {', '.join(widgets)}")
-            widgets[k].value = "+".join(v) if isinstance(v, list) else v
-        toggle.value = True
+        self.pass_rows.enable(name, **options)
 
     def disable(self, name: str) -> None:
-        self.w_passes[name][0].value = False
+        self.pass_rows.disable(name)
 
     @property
     def recipe(self) -> Recipe:
-        specs = []
-        for name, (toggle, widgets) in self.w_passes.items():
-            if toggle.value:
-                opts = {k: w.value for k, w in widgets.items()
-                        if w.value is not None and not (isinstance(w, W.Text) and w.value == "")}
-                specs.append(PassSpec(name, opts))
-        return Recipe(tuple(specs))
+        return self.pass_rows.recipe
 
     def _changed(self, _: dict) -> None:
         self._update_build_button()
@@ -410,70 +367,6 @@ class Workbench:
         self.w_export_msg.value = f"history written to <code>{html.escape(str(path))}</code>"
         return Path(path)
 
-    def compare_runtimes(self, rounds: int = 4, budget_s: float = 0.25) -> Any:
-        """The current build (or the baseline) on every CPU runtime here, side by side."""
-        from ..core.evaluation.compare import compare_runtimes, cpu_targets  # noqa: PLC0415
-
-        if self.session is None:
-            raise WorkbenchError("no model loaded", "load a model first")
-        rec = self.current or self.session.baseline
-        self.w_stage.value = "comparing runtimes"
-        c = compare_runtimes(rec.model, cpu_targets(), batch=self.session.batch, threads=self.session.threads,
-                             rounds=rounds, budget_s=budget_s, progress=self._progress)
-        self.runtimes_box.show(c, "baseline" if rec is self.session.baseline else f"build #{rec.index}")
-        self.w_stage.value = f"fastest runtime: {c.fastest.label}"
-        return c
-
-    def profile(self, runs: int | None = None) -> Any:
-        """Per-layer profile of the current build beside the baseline's (the baseline alone before a
-        build) on the build's runtime; fills the Profile tab and both graphs' time heat, one scale."""
-        from ..core.profiling.compare import profile_pair  # noqa: PLC0415
-        from ..core.profiling.run import profile  # noqa: PLC0415
-        from .profile_view import heat_range  # noqa: PLC0415
-
-        if self.session is None:
-            raise WorkbenchError("no model loaded", "load a model first")
-        s, rec = self.session, self.current
-        opts = {"batch": s.batch, "threads": s.threads, "runs": runs or self.profile_tab.w_runs.value,
-                "progress": self._progress}
-        self.w_stage.value = "profiling"
-        heat = {"heat_label": "time (ms)", "heat_unit": " ms"}
-        if rec is None:
-            p = profile(s.baseline.model, s.baseline.device, **opts)
-            self.profile_tab.show_profile(p, graph_figure(
-                s.baseline.model, heat=p.per_model_node(), heat_range=heat_range(p), title="time per node",
-                **heat), None)
-            return p
-        c = profile_pair(s.baseline.model, rec.model, rec.device, baseline_device=s.baseline.device, **opts)
-        rng = heat_range(c.baseline, c.build)
-        self.profile_tab.show_profile(
-            c, graph_figure(s.baseline.model, heat=c.baseline.per_model_node(), heat_range=rng,
-                            title="baseline: time per node", **heat),
-            graph_figure(rec.model, rec.build.reports if rec.build else [], s.baseline.model,
-                         heat=c.build.per_model_node(), heat_range=rng,
-                         title=f"build #{rec.index} {rec.name}: time per node",
-                         **heat))
-        self.w_stage.value = f"profiled: build {c.speedup:.2f}x the baseline"
-        return c
-
-    def sweep(self, **options: Any) -> Any:
-        """Throughput against latency of the current build (interleaved with the baseline's) for
-        the tab's batch sizes and concurrencies; ``options`` override ``core.evaluation.sweep.sweep``'s."""
-        from ..core.evaluation.sweep import sweep  # noqa: PLC0415
-
-        if self.session is None:
-            raise WorkbenchError("no model loaded", "load a model first")
-        s = self.session
-        rec = self.current or s.baseline
-        args = {**self.profile_tab.sweep_args(), "threads": s.threads, "progress": self._progress, **options}
-        if rec is not s.baseline:
-            args.setdefault("baseline", s.baseline.model)
-        self.w_stage.value = "measuring the throughput curve"
-        r = sweep(rec.model, rec.device, **args)
-        who = "baseline" if rec is s.baseline else f"build #{rec.index} {rec.name} (dashed: the baseline)"
-        self.profile_tab.show_sweep(r, f"Throughput against p99 latency: {who}, on {r.engine}")
-        return r
-
     def export(self, folder: str, force: bool = False) -> Path:
         assert self.session is not None
         if self.current is None:
@@ -483,88 +376,29 @@ class Workbench:
                                    "(model, engine, manifest.json, README.md)")
         return p
 
-    def show_sensitivity(self, **options: Any) -> Any:
-        """Leave-one-out sensitivity of the current recipe's int8/fp16 layers, as the graph's heat."""
-        from ..core.sensitivity import analyze  # noqa: PLC0415
-
-        assert self.session is not None
-        r = analyze(self.session.source, self.recipe, device=self.device, cache=self.session.cache,
-                    progress=self._progress, **options)
-        self.heat = r.heat()
-        self._render()
-        return r
-
-    def search(self, **options: Any) -> Any:
-        """Search for the best build within an accuracy budget on the selected device
-        (``core.search.search``'s options: budget_points, objective, trials, seed, workers, ...);
-        the Search tab shows the trials, the Pareto frontier and the best build.
-
-        The search gets the session's model, data, calibration and metric: the budget is on the
-        metric (its own units) when one is set, else top-1 points (labeled data), else points of
-        top-1 agreement. Paths travel as paths; data given as objects goes as the session's
-        resolved arrays. With ``workers`` >= 1 the metric must be importable (a module's top level)."""
-        from ..core.search import search  # noqa: PLC0415
-
-        assert self.session is not None
-        s = self.session
-        as_given = self._metric["preprocessing"] is None  # else only the session's arrays match it
-        if "data" not in options:
-            options["data"] = self._data if as_given and isinstance(self._data, (str, Path, type(None))) \
-                else s.data
-        if "calib" not in options:
-            options["calib"] = self._calib if as_given and isinstance(self._calib, (str, Path, type(None))) \
-                else s.calib
-        options.setdefault("metric", s.metric)
-        options.setdefault("metric_name", s.metric_name)
-        self._label_budget(options["metric_name"] if options["metric"] is not None else None)
-        model = self.model_ref if self.model_ref is not None else s.source  # a torch module: its ONNX
-        res = search(model, device=self.device, cache_dir=str(s.cache.root),
-                     progress=self.search_tab.progress, **options)
-        self.search_result = res
-        self.search_tab.show(res)
-        return res
-
-    def use_search_best(self) -> BuildRecord:
-        """Set the toggles to the last search's best recipe and build it."""
-        best = self.search_result.best_trial if self.search_result is not None else None
-        if best is None:
-            raise WorkbenchError("no search result with a build within its budget", "run a search first")
-        recipe = Recipe.parse(best.recipe)
-        self._building = True  # no auto-build of the intermediate toggle states
-        try:
-            for name in self.w_passes:
-                self.disable(name)
-            for spec, p in zip(recipe.passes, recipe.instantiate()):
-                self.enable(spec.name, **{k: p.opts[k] for k in spec.options})  # typed values
-            if best.device:  # the runtime the search picked (an engine dimension on the CPU)
-                self.select_device(engine_for_device(best.device).name)
-        finally:
-            self._building = False
-        return self.build()
-
-    def exclude_node(self, name: str) -> BuildRecord:
-        """Keep ``name`` in float: add it to the recipe's int8/fp16 exclusion list and rebuild."""
-        from ..core.sensitivity import quant_pass_index, with_exclusions  # noqa: PLC0415
-
-        new = with_exclusions(self.recipe, [name])
-        spec = new.passes[quant_pass_index(new)]
-        self.enable(spec.name, exclude=spec.options["exclude"])
-        return self.build()
-
-    def _node_clicked(self, trace: Any, points: Any, _selector: Any) -> None:
-        if points.point_inds and self.heat is not None:
-            self._guard(lambda: self.exclude_node(trace.customdata[points.point_inds[0]]))
-
     def show_netron(self) -> str:
         rec = self.current or (self.session.baseline if self.session else None)
         if rec is None:
             return ""
         self.netron.show(rec.model.proto.SerializeToString(), f"build{rec.index}.onnx")
-        self.w_netron.value = self.netron.iframe()
+        self.graph_tab.w_netron.value = self.netron.iframe()
         return self.netron.url
 
+    @property
+    def w_netron(self) -> W.HTML:
+        return self.graph_tab.w_netron
+
+    def show_explorer(self) -> str:
+        """Baseline and the current build side by side in Model Explorer (the ``[viewer]`` extra),
+        the passes' changes as an overlay; returns its URL on 127.0.0.1."""
+        from .explorer_view import show_in_explorer  # noqa: PLC0415
+
+        return show_in_explorer(self)
+
     def close(self) -> None:
-        self.netron.stop()
+        self.graph_tab.close()
+        if self.explorer is not None:
+            self.explorer.stop()
         self.widget.close()
 
     def _render(self) -> None:
@@ -579,40 +413,25 @@ class Workbench:
                        f"{rec.accuracy.samples} samples</div>")
             self.w_deltas.value = build_warnings_html(rec) + nolabel + deltas_html(rec, d)
             with self.fig_deltas.batch_update():
-                self._replace(self.fig_deltas, delta_bars(d))
+                replace_figure(self.fig_deltas, delta_bars(d))
         series = {"baseline": (rec.baseline_latency if rec else s.baseline.latency)}
         if rec is not None:
             series["first look" if rec.preview else f"#{rec.index}"] = rec.latency
-        self._replace(self.fig_latency, latency_distribution(
+        replace_figure(self.fig_latency, latency_distribution(
             {k: v.samples_ms for k, v in series.items() if v is not None}))
-        self._replace(self.fig_pareto, pareto(s.rows(), current=rec.index if rec else None,
-                                              accuracy_key=s.score_key, y_title=s.score_name))
+        replace_figure(self.fig_pareto, pareto(s.rows(), current=rec.index if rec else None,
+                                               accuracy_key=s.score_key, y_title=s.score_name))
         self.w_history.value = history_html(s.rows(), rec.index if rec else None, s.metric_name)
-        self._replace(self.fig_graph, self._graph_of(rec or s.baseline, s.baseline.model if rec else None))
-        for trace in self.fig_graph.data[1:]:  # nodes: a click keeps the node in float and rebuilds
-            trace.on_click(self._node_clicked)
+        if self.tabs.selected_index == self.TAB_GRAPH:
+            self._render_graph()
 
-    def _graph_of(self, target: BuildRecord, base: Any) -> go.Figure:
-        """The graph view of ``target`` (diffed against ``base``), laid out once per build and heat
-        map: a configuration toggled again comes back without laying its graph out again."""
-        heat = tuple(sorted(self.heat.items())) if self.heat else None
-        key = (id(target.model), id(base), heat)
-        hit = self._graph_memo.get(key)
-        if hit is not None and hit[0] is target.model and hit[1] is base:
-            return hit[2]
-        fig = graph_figure(target.model, target.build.reports if target.build else [], base, heat=self.heat)
-        self._graph_memo[key] = (target.model, base, fig)  # the models keep their ids valid
-        while len(self._graph_memo) > 8:
-            self._graph_memo.pop(next(iter(self._graph_memo)))
-        return fig
-
-    @staticmethod
-    def _replace(fw: go.FigureWidget, fig: go.Figure) -> None:
-        # Assigning a layout makes plotly validate it again, property by property (most of a
-        # re-render's time, measured): skip it when the new layout is the same as the shown one.
-        same_layout = fw.layout.to_plotly_json() == fig.layout.to_plotly_json()
-        with fw.batch_update():
-            fw.data = []
-            fw.add_traces(list(fig.data))
-            if not same_layout:
-                fw.layout = fig.layout
+    def _render_graph(self) -> None:
+        """The Graph tab (drawn when it is shown: laying out a big graph is not free)."""
+        s, rec = self.session, self.current
+        if s is None:
+            return
+        if rec is None:
+            self.graph_tab.show(s.baseline.model, [], None, "baseline", heat=self.heat)
+        else:
+            self.graph_tab.show(rec.model, rec.build.reports if rec.build else [], s.baseline.model,
+                                f"build #{rec.index} {rec.name}", heat=self.heat)

@@ -101,7 +101,8 @@ class SearchTab:
         self.w_heat = W.Button(description="Show int8 sensitivity on the graph", icon="fire")
         self.w_heat_msg = W.HTML(
             "Leave-one-out ranking of the current recipe's int8/fp16 layers, drawn as heat on the "
-            "graph view; with the heat shown, clicking a node keeps it in float and rebuilds.")
+            "Graph tab; click a node there for its details and to keep it in float.")
+        self.w_ranking = W.HTML("")
         self.w_run.on_click(lambda _: self._in_background(guard, run_search))
         self.w_use.on_click(lambda _: guard(use_best))
         self.w_heat.on_click(lambda _: guard(show_sensitivity))
@@ -111,10 +112,20 @@ class SearchTab:
                    "measured interleaved with the baseline; finalists are re-scored on the full set."),
             W.HBox([self.w_budget, self.w_objective, self.w_trials, self.w_seed, self.w_workers]),
             W.HBox([self.w_run, self.w_use, self.w_progress, self.w_stage]), self.w_table, self.fig])
-        self.widget = W.Tab([W.VBox([self.w_heat, self.w_heat_msg]), search_box])
+        self.sensitivity_box = W.VBox([self.w_heat, self.w_heat_msg, self.w_ranking])
+        self.search_box = search_box
+        self.widget = W.Tab([self.sensitivity_box, search_box])
         self.widget.set_title(0, "Sensitivity")
         self.widget.set_title(1, "Search")
         self.thread: threading.Thread | None = None
+
+    def show_ranking(self, heat: dict[str, float], top: int = 8) -> None:
+        """The most sensitive layers first (their score: the accuracy lost by quantizing only it)."""
+        rows = sorted(heat.items(), key=lambda kv: -kv[1])[:top]
+        self.w_ranking.value = ("<table class='wb-ranking'><tr><th>layer</th><th>score</th></tr>"
+                                + "".join(f"<tr><td><code>{html.escape(n)}</code></td><td>{v:.4g}</td></tr>"
+                                          for n, v in rows)
+                                + f"</table><i>{len(heat)} layers ranked; the Graph tab shows them all</i>")
 
     def label_budget(self, unit: str) -> None:
         """Name the budget's units: top-1 points, agreement points, or the metric's name."""
