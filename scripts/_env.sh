@@ -21,6 +21,12 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   # one core (about 80 of the 170 s a fresh [bench] install took); compileall -j 0 uses every core.
   [ -z "${WORKBENCH_PIP_FIRST:-}" ] || "$VENV/bin/python" -m pip install -q --no-compile $WORKBENCH_PIP_FIRST >&2
   "$VENV/bin/python" -m pip install -q --no-compile -e "$ROOT[${WORKBENCH_EXTRAS:-test}]" >&2
+  # Model Explorer for the Graph tab, without the 481 MB TF/TFLite adapter it requires (ONNX does
+  # not use it; its light dependencies come with [test]); the [viewer] extra is the full install
+  if [ -z "${WORKBENCH_NO_VIEWER:-}" ]; then
+    "$VENV/bin/python" -m pip install -q --no-compile --no-deps \
+      ai-edge-model-explorer==0.1.34 model-explorer-onnx==0.4.2 >&2
+  fi
   # a few packages ship files that do not compile on this Python (templates, py2 fixtures): not an error
   "$VENV/bin/python" -m compileall -q -j 0 "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true
   echo "$want" > "$stamp"

@@ -31,7 +31,9 @@ SHOTS = Path(os.environ.get("WB_SHOTS_DIR", "/tmp/wb-shots"))
 TOKEN = "wb-browser-test"
 # Hosts Netron's page is known to call (telemetry, a consent geo-lookup): blocked, tolerated.
 KNOWN_NOISE = {"analytics.google.com", "www.google-analytics.com", "ipinfo.io"}
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+# WebGL on SwiftShader (no GPU): Model Explorer draws its graphs with WebGL
+CHROMIUM_ARGS = ["--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
+                 "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
                  "--disable-dev-shm-usage",
                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"]
@@ -213,7 +215,7 @@ def test_workbench_in_jupyterlab(browser, lab):
         pareto = page.locator(".js-plotly-plot", has=page.locator("text.gtitle", has_text="Accuracy against latency"))
         expect(pareto.locator(".scatterlayer path.point")).to_have_count(n_builds, timeout=30_000)
         # The loop on one screen (issue 20): model, device, passes, build and deltas above the tabs.
-        page.locator(".wb-summary").first.evaluate("e => e.scrollIntoView({block: 'start'})")
+        page.locator(".wb-header").first.evaluate("e => e.scrollIntoView({block: 'start'})")
         page.wait_for_timeout(300)
         build_btn = page.locator("button.widget-button", has_text="Build & measure")
         for loc in (page.locator(".wb-summary").first, build_btn, results, page.locator(".jp-OutputArea .lm-TabBar").first):
@@ -228,7 +230,7 @@ def test_workbench_in_jupyterlab(browser, lab):
         page.get_by_role("tab", name="Graph", exact=True).click()
         graph = page.locator(".js-plotly-plot", has=page.locator("text.gtitle", has_text="build #"))
         expect(graph.first).to_be_visible(timeout=60_000)
-        base_graph = page.locator(".js-plotly-plot", has=page.locator("text.gtitle", has_text="baseline"))
+        base_graph = page.locator(".js-plotly-plot", has=page.locator("text.gtitle", has_text="removed by the build"))
         expect(base_graph.first).to_be_visible()
         points = graph.first.locator(".scatterlayer path.point")
         assert points.count() > 10
@@ -294,6 +296,25 @@ def test_workbench_in_jupyterlab(browser, lab):
         assert "Conv" in frame.locator("#canvas").text_content()
         page.locator(frame_sel).scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / "04_netron.png"))
+
+        # Model Explorer (issue 20): baseline and build side by side, Q/DQ folded into their
+        # layers, the passes' statuses as an overlay; every request stays on 127.0.0.1.
+        page.get_by_role("tab", name="Model Explorer").click()
+        page.locator("button.widget-button", has_text="Open in Model Explorer").click()
+        me_sel = "iframe[title='Model Explorer']"
+        expect(page.locator(me_sel)).to_have_count(1, timeout=90_000)
+        page.locator(me_sel).scroll_into_view_if_needed()
+        me = page.frame_locator(me_sel)
+        expect(me.locator("canvas").first).to_be_visible(timeout=90_000)
+        expect(me.get_by_text("pass_status").first).to_be_visible(timeout=90_000)  # the overlay loaded
+        expect(me.get_by_text(re.compile(r"op node count")).first).to_be_visible()
+        page.wait_for_timeout(3000)  # WebGL on SwiftShader: let it draw
+        page.screenshot(path=str(SHOTS / "04b_model_explorer.png"))
+
+        # Keep the best and export it: the History & export tab.
+        page.get_by_role("tab", name="History & export").click()
+        page.locator("button.widget-button", has_text="Export current build").click()
+        expect(page.locator("text=exported the bundle").first).to_be_visible(timeout=60_000)
 
         # The user's own data through the panel's Data row (issue 17): a .npz path, then Load data.
         data_file = Path(__file__).resolve().parents[1] / "sample_models" / "fashion_mnist_test.npz"

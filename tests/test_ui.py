@@ -42,13 +42,14 @@ def test_toggle_build_and_deltas(panel):
     assert len(panel.fig_pareto.data[-1].x) == 2  # baseline and the build
     assert panel.fig_deltas.data[0].y  # one bar per metric
     g = panel.graph_tab
-    g.fig_build.data = []
     panel.tabs.selected_index = panel.TAB_CHARTS
+    n = g.renders
     panel._render()
-    assert not g.fig_build.data  # the graph is laid out only when its tab is shown
+    assert g.renders == n  # the graph is laid out only when its tab is shown
     panel.tabs.selected_index = panel.TAB_GRAPH
+    assert g.renders == n + 1
     assert any(t.name == "fused" for t in g.fig_build.data)
-    assert "-20 BatchNormalization" in g.fig_build.layout.title.text  # folded away
+    assert "-20 BatchNorm" in g.fig_build.layout.title.text  # folded away
     assert any(t.name == "removed" for t in g.fig_base.data)  # ... and marked on the baseline's side
     panel.tabs.selected_index = panel.TAB_CHARTS
     panel.disable("fuse")
@@ -349,12 +350,16 @@ def _button_follows_the_cache(panel) -> None:
 def test_main_options_beside_the_toggle_the_rest_under_advanced_and_an_estimate(panel):
     import ipywidgets as W  # noqa: PLC0415
 
-    rows = [c for c in panel.pass_rows.rows if c.children[0].description == "int8"]
-    assert isinstance(rows[0].children[0], W.ToggleButton)
-    toggle, main, more = rows[0].children
+    row = panel.pass_rows.rows[list(panel.w_passes).index("int8")]
+    toggle, main, button = row.children[0].children
+    assert isinstance(toggle, W.ToggleButton) and toggle.description == "int8"
     assert [w.description for w in main.children] == ["calibration", "samples"]
-    assert isinstance(more, W.Accordion) and more.selected_index is None  # folded
-    assert "advanced (10)" in more.get_title(0) and len(more.children[0].children) == 10
+    more = row.children[1]
+    assert button.description == "advanced (10)" and len(more.children) == 10
+    assert more.layout.display == "none"  # folded
+    button.value = True
+    assert more.layout.display == ""
+    button.value = False
     panel._progress("calibrate", 0, 10)
     time.sleep(0.05)
     panel._progress("calibrate", 5, 10)
@@ -376,9 +381,9 @@ def test_the_graph_tab_folds_qdq_and_explains_a_clicked_node(panel):
     ops = [n.op_type for n in rec.model.proto.graph.node]
     drawn = [text for t in g.fig_build.data[1:] for text in t.text]
     assert ops.count("DequantizeLinear") > 20 and not any(t.startswith(("Dequan", "Quanti")) for t in drawn)
-    assert len(drawn) < len(ops) / 2 and "Q/DQ/Constant folded" in g.fig_build.layout.title.text
+    assert len(drawn) < len(ops) / 2 and "Q/DQ folded" in g.fig_build.layout.title.text
     name, summary = g.fig_build.layout.title.text.split("<br>")
-    assert name == f"build #{rec.index} {rec.name}" and len(name) < 60 and "+73 DequantizeLinear" in summary
+    assert name == f"build #{rec.index} {rec.name}" and len(name) < 60 and "+73 DQ" in summary
     conv = next(n for t in g.fig_build.data if t.name == "quantized" for n in t.customdata)
     details = g.select(conv)
     assert "int8: quantized" in details and "float[" in details and "folded in:" in details
@@ -392,3 +397,32 @@ def test_the_graph_tab_folds_qdq_and_explains_a_clicked_node(panel):
     panel.enable("int8", exclude="")
     panel.disable("int8")
     panel.tabs.selected_index = panel.TAB_CHARTS
+
+
+def test_model_explorer_from_the_panel(panel):
+    """Issue 20: the Graph tab's Model Explorer view: baseline and build in two synced panes, the
+    build's pass statuses as an overlay file, the pass notes beside the view copy; on loopback."""
+    from urllib.parse import parse_qs, urlparse  # noqa: PLC0415
+
+    from workbench.viewer import available  # noqa: PLC0415
+
+    if available():
+        pytest.skip(available())
+    panel.enable("fuse")
+    rec = panel.build()
+    try:
+        url = panel.show_explorer()
+        assert url.startswith("http://127.0.0.1:") and "<iframe" in panel.graph_tab.w_explorer.value
+        data = json.loads(parse_qs(urlparse(url).query)["data"][0])
+        assert len(data["models"]) == 2 and data["sync"] == {"mode": "match_node_id"}
+        assert [p.endswith("pass_status.json") for p in data["nodeData"]] == [True]
+        overlay = json.loads(open(data["nodeData"][0]).read())
+        graph_id = data["nodeDataTargets"][0]
+        statuses = overlay[graph_id]["results"]
+        assert len(statuses) == len(rec.model.proto.graph.node)
+        side = json.loads(open(data["models"][1]["url"] + ".wbnotes.json").read())
+        assert side["notes"] and all(isinstance(v, list) for v in side["notes"].values())
+        assert urllib.request.urlopen(url.split("?")[0] + "check_health", timeout=10).read() == b"model_explorer_ok"
+    finally:
+        panel.explorer.stop()
+        panel.disable("fuse")

@@ -39,10 +39,12 @@ class GraphDiff:
         return (f"removed {len(self.removed)} ({ops(self.removed_ops)}); added {len(self.added)} "
                 f"({ops(self.added_ops)}); changed {len(self.changed)}")
 
-    def short(self) -> str:
-        """``-20 BatchNormalization, +73 DequantizeLinear, 20 changed``: for a title."""
-        parts = [f"-{v} {k}" for k, v in sorted(self.removed_ops.items(), key=lambda kv: -kv[1])[:2]]
-        parts += [f"+{v} {k}" for k, v in sorted(self.added_ops.items(), key=lambda kv: -kv[1])[:2]]
+    def short(self, abbrev: dict[str, str] | None = None) -> str:
+        """``-20 BatchNormalization, +73 DequantizeLinear, 20 changed``: for a title (op names
+        shortened by ``abbrev``)."""
+        a = abbrev or {}
+        parts = [f"-{v} {a.get(k, k)}" for k, v in sorted(self.removed_ops.items(), key=lambda kv: -kv[1])[:2]]
+        parts += [f"+{v} {a.get(k, k)}" for k, v in sorted(self.added_ops.items(), key=lambda kv: -kv[1])[:2]]
         if self.changed:
             parts.append(f"{len(self.changed)} changed")
         return ", ".join(parts) or "no change"

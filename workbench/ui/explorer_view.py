@@ -53,6 +53,8 @@ def show_in_explorer(panel: Workbench) -> str:
     panel.graph_tab.w_explorer_msg.value = (
         f"<div class='wb-explorer-msg'>Model Explorer on 127.0.0.1: {what}. Q/DQ are folded into "
         "their layer's group (expand it to see them); click a node for its attributes, shapes and the "
-        f"passes' notes. Overlay <code>pass_status</code>: {explorer_legend()}</div>")
-    panel.graph_tab.w_explorer.value = panel.explorer.iframe(height=640)
+        f"passes' notes. Overlay <code>pass_status</code>: {explorer_legend()}. "
+        f"<a href='{html.escape(url, quote=True)}' target='_blank' rel='noopener'>Open it in its own "
+        "browser tab</a> for more room.</div>")
+    panel.graph_tab.w_explorer.value = panel.explorer.iframe(height=780)
     return url

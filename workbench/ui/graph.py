@@ -30,6 +30,9 @@ STATUS_COLORS = {
 }
 
 
+_SHORT_OPS = {"DequantizeLinear": "DQ", "QuantizeLinear": "Q", "BatchNormalization": "BatchNorm"}
+
+
 def _visible_edges(g: onnx.GraphProto, folded: dict[str, str]) -> dict[str, list[str]]:
     """Each shown node's shown producers, looking through the folded nodes between them."""
     names = node_names(g)
@@ -132,15 +135,15 @@ def graph_figure(model: Model, reports: list[PassReport] | None = None, base: Mo
         fig.add_trace(go.Scatter(
             x=[pos[n][0] for n in names], y=[pos[n][1] for n in names], mode="markers+text",
             marker=marker, customdata=names,
-            text=[nodes[n].op_type[:6] for n in names], textposition="middle right",
-            textfont=dict(size=8), hovertext=hover, hoverinfo="text", name=st))
-    hidden = f"; {len(folded)} Q/DQ/Constant folded into their op (diamonds)" if folded else ""
-    summary = (diff.short() if diff else f"{len(nodes)} nodes") + hidden
+            text=[nodes[n].op_type[:9] for n in names], textposition="middle right",
+            textfont=dict(size=9), hovertext=hover, hoverinfo="text", name=st))
+    hidden = f"; {len(folded)} Q/DQ folded (diamonds)" if folded else ""
+    summary = (diff.short(_SHORT_OPS) if diff else f"{len(nodes)} nodes") + hidden
     fig.update_layout(  # two lines: the name, then what changed in smaller type
         title=dict(text=title or f"{html.escape(label or model.name)}<br><sup>{html.escape(summary)}</sup>",
-                   font=dict(size=13)),
+                   font=dict(size=13), x=0.01, xanchor="left", y=0.995, yanchor="top"),
         height=max(400, 22 * (max(depth.values(), default=0) + 2)), showlegend=True,
-        xaxis=dict(visible=False), yaxis=dict(visible=False), margin=dict(l=10, r=10, t=70, b=10),
+        xaxis=dict(visible=False), yaxis=dict(visible=False), margin=dict(l=10, r=10, t=80, b=10),
         legend=dict(orientation="h", y=1.0, yanchor="bottom", x=0), plot_bgcolor="white")
     return fig
 

@@ -18,6 +18,7 @@ from .netron_view import NetronServer
 
 __all__ = ["GraphTab"]
 
+FIG_WIDTH = 440  # px: two graphs side by side in a notebook beside JupyterLab's file browser
 _HINT = "<i style='color:#757575'>click a node for its attributes, shapes and what the passes did to it</i>"
 
 
@@ -27,12 +28,14 @@ class GraphTab:
     def __init__(self, guard: Callable[[Callable[[], Any]], Any], on_exclude: Callable[[str], Any],
                  on_explorer: Callable[[], Any], on_netron: Callable[[], Any]) -> None:
         self._guard, self._on_exclude = guard, on_exclude
-        self.fig_base, self.fig_build = go.FigureWidget(), go.FigureWidget()
-        for f in (self.fig_base, self.fig_build):
-            f.layout.width = None
+        # made on the first show, while the tab is visible: a plotly widget first drawn in a hidden
+        # tab takes a default 700 px width and keeps it (seen in the browser test)
+        self.fig_base: go.FigureWidget | None = None
+        self.fig_build: go.FigureWidget | None = None
+        self.renders = 0  # how often the graphs were drawn (the tab draws only when shown)
         self.w_details = W.HTML(_HINT)
         self.w_exclude = W.Button(description="keep this node in float and rebuild", icon="undo",
-                                  layout=W.Layout(width="auto", display="none"))
+                                  layout=W.Layout(width="auto", display="none", flex="0 0 auto"))
         self.w_exclude.on_click(lambda _: self._guard(lambda: self._on_exclude(self.selected)))
         self.selected = ""
         self._shown: tuple[Model, list[PassReport], Model | None] | None = None
@@ -44,16 +47,20 @@ class GraphTab:
                                      "127.0.0.1).</i>")
         self.w_explorer = W.HTML()
         self.w_explorer_btn = W.Button(description="Open in Model Explorer", icon="sitemap",
-                                       layout=W.Layout(width="auto"))
+                                       layout=W.Layout(width="auto", flex="0 0 auto"))
         self.w_explorer_btn.on_click(lambda _: self._guard(on_explorer))
         self.w_netron = W.HTML("<i>Click 'Show in Netron' to open the current model in Netron "
                                "(served on 127.0.0.1).</i>")
         self.w_netron_btn = W.Button(description="Show in Netron")
         self.w_netron_btn.on_click(lambda _: self._guard(on_netron))
         self.netron = NetronServer()
-        half = W.Layout(width="50%", overflow="auto", max_height="640px")
+        # fixed-width halves (a plotly widget in a flex box does not take the box's width: it drew
+        # 700 px wide in a 440 px half), wrapping under each other on a narrow screen
+        self._halves = tuple(W.Box(layout=W.Layout(width=f"{FIG_WIDTH + 20}px", overflow_y="auto",
+                                                   overflow_x="hidden", max_height="700px"))
+                             for _ in range(2))
         own = W.VBox([W.HBox([self.w_details, self.w_exclude], layout=W.Layout(align_items="center")),
-                      W.HBox([W.Box([self.fig_base], layout=half), W.Box([self.fig_build], layout=half)])])
+                      W.HBox(list(self._halves), layout=W.Layout(flex_flow="row wrap"))])
         self.widget = W.Tab([own, W.VBox([W.HBox([self.w_explorer_btn, self.w_explorer_msg]), self.w_explorer]),
                              W.VBox([self.w_netron_btn, self.w_netron])])
         for i, t in enumerate(("Side by side", "Model Explorer", "Netron")):
@@ -69,13 +76,18 @@ class GraphTab:
         if base is None:
             left = self._figure(model, [], None, None, heat, None, "baseline")
             right = go.Figure(layout=dict(title=dict(text="build: none yet (toggle passes and build)",
-                                                     font=dict(size=13)), height=200,
+                                                     font=dict(size=13)), height=200, width=FIG_WIDTH,
                                           xaxis=dict(visible=False), yaxis=dict(visible=False)))
         else:
             left = self._figure(base, [], None, model, heat, "baseline (black: removed by the build)", None)
             right = self._figure(model, reports, base, None, heat, None, label)
-        replace_figure(self.fig_base, left)
-        replace_figure(self.fig_build, right)
+        if self.fig_base is None or self.fig_build is None:
+            self.fig_base, self.fig_build = go.FigureWidget(left), go.FigureWidget(right)
+            self._halves[0].children, self._halves[1].children = (self.fig_base,), (self.fig_build,)
+        else:
+            replace_figure(self.fig_base, left)
+            replace_figure(self.fig_build, right)
+        self.renders += 1
         self._shown, self._base = (model, reports, base), (base if base is not None else model)
         for fw, side in ((self.fig_base, "base"), (self.fig_build, "build")):
             for trace in fw.data[1:]:
@@ -89,6 +101,7 @@ class GraphTab:
         if hit is not None and hit[0] is model and hit[1] is (base or removed_of):
             return hit[2]
         fig = graph_figure(model, reports, base, heat=heat, removed_of=removed_of, title=title, label=label)
+        fig.update_layout(width=FIG_WIDTH)
         self._memo[key] = (model, base or removed_of, fig)  # the models keep their ids valid
         while len(self._memo) > 12:
             self._memo.pop(next(iter(self._memo)))

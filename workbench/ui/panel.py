@@ -100,7 +100,7 @@ class Workbench(PanelTools):
         self.pass_rows = PassRows(self._changed)
         self.w_passes = self.pass_rows.widgets
         self.w_build = W.Button(description="Build & measure", button_style="primary", icon="play",
-                                layout=W.Layout(width="auto", min_width="180px"))
+                                layout=W.Layout(width="auto", min_width="180px", flex="0 0 auto"))
         self.w_build.on_click(lambda _: self._guard(self.build))
         self.w_auto = W.Checkbox(value=auto_build, description="build on every change", indent=False,
                                  layout=W.Layout(width="auto"))
@@ -160,7 +160,7 @@ class Workbench(PanelTools):
                           names="selected_index")
         line = W.Layout(align_items="center", flex_flow="row wrap")
         self.widget = W.VBox([
-            W.HBox([W.HTML("<b style='font-size:15px;margin-right:8px'>Inference workbench</b>"),
+            W.HBox([W.HTML("<b class='wb-header' style='font-size:15px;margin-right:8px'>Inference workbench</b>"),
                     self.w_model, self.w_load, self.w_upload], layout=line),
             self.w_summary, self.data_box.widget,
             W.HBox([W.HTML("<b style='margin-right:6px'>Device</b>"), *self.w_devices.values(),
@@ -420,7 +420,8 @@ class Workbench(PanelTools):
         replace_figure(self.fig_latency, latency_distribution(
             {k: v.samples_ms for k, v in series.items() if v is not None}))
         replace_figure(self.fig_pareto, pareto(s.rows(), current=rec.index if rec else None,
-                                               accuracy_key=s.score_key, y_title=s.score_name))
+                                               accuracy_key=s.score_key,
+                                               y_title=s.metric_name if s.metric is not None else None))
         self.w_history.value = history_html(s.rows(), rec.index if rec else None, s.metric_name)
         if self.tabs.selected_index == self.TAB_GRAPH:
             self._render_graph()

@@ -1,4 +1,4 @@
-"""The passes as toggles: each with its main options beside it and the rest under "advanced"."""
+"""The passes as toggles: each with its main options beside it and the rest behind "advanced"."""
 
 from __future__ import annotations
 
@@ -44,23 +44,30 @@ class PassRows:
     def __init__(self, on_change: Callable[[dict], None]) -> None:
         self.widgets: dict[str, tuple[W.ToggleButton, dict[str, W.Widget]]] = {}
         self.rows: list[W.Widget] = []
+        self.advanced: dict[str, tuple[W.ToggleButton, W.HBox]] = {}  # pass -> its button and row
         for name, cls in all_passes().items():
             t = W.ToggleButton(description=name, value=False, tooltip=cls.summary,
-                               layout=W.Layout(width="130px", min_width="130px"))
+                               layout=W.Layout(width="146px", min_width="146px"))
             opts = {o.name: _option_widget(o) for o in cls.options}
             t.observe(on_change, names="value")
             for w in opts.values():
                 w.observe(on_change, names="value")
             self.widgets[name] = (t, opts)
             main, rest = list(opts.values())[:MAIN_OPTIONS], list(opts.values())[MAIN_OPTIONS:]
-            row = [t, W.HBox(main, layout=W.Layout(flex_flow="row wrap"))]
+            line = [t, W.HBox(main, layout=W.Layout(flex_flow="row wrap", flex="1"))]
+            box: list[W.Widget] = []
             if rest:  # the rest folded away: a user toggles a pass and perhaps its main options
-                more = W.Accordion([W.HBox(rest, layout=W.Layout(flex_flow="row wrap"))],
-                                   layout=W.Layout(width="auto", flex="1"))
-                more.set_title(0, f"advanced ({len(rest)})")
-                more.selected_index = None
-                row.append(more)
-            self.rows.append(W.HBox(row, layout=W.Layout(align_items="flex-start")))
+                more = W.HBox(rest, layout=W.Layout(flex_flow="row wrap", display="none",
+                                                    margin="0 0 4px 150px"))
+                btn = W.ToggleButton(value=False, description=f"advanced ({len(rest)})", icon="sliders",
+                                     tooltip="the pass's other options", layout=W.Layout(width="auto",
+                                                                                       flex="0 0 auto"))
+                btn.observe(lambda ch, more=more: setattr(more.layout, "display", "" if ch["new"] else "none"),
+                            names="value")
+                line.append(btn)
+                box.append(more)
+                self.advanced[name] = (btn, more)
+            self.rows.append(W.VBox([W.HBox(line, layout=W.Layout(align_items="center")), *box]))
 
     def enable(self, name: str, **options: Any) -> None:
         """Turn a pass on, with options (as the CLI spells them)."""

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-EXTENSION = "wb_explorer"  # importable from PYTHONPATH (explorer.py puts its folder there)
+EXTENSION = "workbench.viewer.wb_explorer"  # Model Explorer imports <EXTENSION>.main
 HIGHLIGHT_KEY = "sync_navigation_match_node_id_highlight_diffs"
 _SCRIPT = (f'<script>try{{if(localStorage.getItem("{HIGHLIGHT_KEY}")===null)'
            f'localStorage.setItem("{HIGHLIGHT_KEY}","true")}}catch(e){{}}</script>')

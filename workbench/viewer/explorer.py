@@ -196,7 +196,7 @@ class ExplorerServer:
             log = self.view_dir / "server.log"
             env = dict(os.environ, NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
                        PYTHONUNBUFFERED="1", WB_EXPLORER_CACHE=str(self.cache_dir),
-                       PYTHONPATH=os.pathsep.join(p for p in (str(_HERE), str(_HERE.parents[1]),
+                       PYTHONPATH=os.pathsep.join(p for p in (str(_HERE.parents[1]),
                                                               os.environ.get("PYTHONPATH", "")) if p))
             with open(log, "wb") as out:
                 proc = subprocess.Popen([sys.executable, "-m", "workbench.viewer._serve", str(port)],

@@ -1,6 +1,6 @@
 """Model Explorer extension ``wb_explorer``: the ONNX adapter plus the workbench's display rules.
 
-Model Explorer imports ``wb_explorer.main`` (``extensions=["wb_explorer"]``) and registers every
+Model Explorer imports ``workbench.viewer.wb_explorer.main`` and registers every
 class here that *directly* subclasses ``model_explorer.Adapter``. This adapter delegates to
 ``model_explorer_onnx`` and then, on the main graph:
 
