@@ -235,8 +235,10 @@ def test_workbench_in_jupyterlab(browser, lab):
         points = graph.first.locator(".scatterlayer path.point")
         assert points.count() > 10
         expect(graph.first.locator(".legendtext", has_text="quantized")).to_have_count(1)
-        pt = graph.first.locator(".scatterlayer .trace", has=page.locator("path.point")).nth(1) \
-            .locator("path.point").first.bounding_box()
+        point = graph.first.locator(".scatterlayer .trace", has=page.locator("path.point")).first \
+            .locator("path.point").first
+        point.scroll_into_view_if_needed()  # the half scrolls: a point below it takes no click
+        pt = point.bounding_box()
         page.mouse.click(pt["x"] + pt["width"] / 2, pt["y"] + pt["height"] / 2)
         details = page.locator(".wb-node-details").first
         expect(details).to_contain_text("passes:", timeout=30_000)
