@@ -368,3 +368,21 @@ def test_quant_preprocess_writes_nothing_in_the_working_directory(tmp_path, monk
     out = get_pass("int8")(samples=4)(model.proto, PassContext(calibration=random_dataset(model, 4)))
     assert list(work.iterdir()) == [] and Path.cwd() == work
     assert any("symbolic shape inference failed" in n for n in out.report.notes)
+
+
+def test_int8_does_not_import_torch(tmp_path):
+    """ONNX Runtime's tools package imports torch whenever it is installed (6 s of a 10 s first
+    int8 build in the panel's kernel): the pass imports it without torch."""
+    import importlib.util  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    if importlib.util.find_spec("torch") is None:  # [test] brings torch; without it nothing to avoid
+        pytest.skip("torch is not installed (pip install -e '.[torch]')")
+    code = ("import sys; from workbench.core.build import optimize; "
+            "r = optimize('sample:resnet-fashion', 'int8:samples=16'); "
+            "assert any(x.quantized for x in r.reports); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "WORKBENCH_CACHE_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
