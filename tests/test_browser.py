@@ -310,7 +310,6 @@ def test_workbench_in_jupyterlab(browser, lab):
         expect(me.locator("canvas").first).to_be_visible(timeout=90_000)
         expect(me.get_by_text("pass_status").first).to_be_visible(timeout=90_000)  # the overlay loaded
         expect(me.get_by_text(re.compile(r"op node count")).first).to_be_visible()
-        page.wait_for_timeout(3000)  # WebGL on SwiftShader: let it draw
         page.screenshot(path=str(SHOTS / "04b_model_explorer.png"))
 
         # Keep the best and export it: the History & export tab.
