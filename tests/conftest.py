@@ -107,8 +107,7 @@ def sample_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # The longest files first: on scripts/test's 2 xdist workers (--dist loadfile,
 # --no-loadscope-reorder) each starts on one of them while the other takes the many short files.
 # pytest-xdist would otherwise order files by test count, which put the one-test browser file last.
-_LONGEST_FIRST = ("test_browser.py", "test_notebook.py", "test_sensitivity.py", "test_search.py",
-                  "test_pass_prune.py", "test_pass_quant.py", "test_pass_combos.py", "test_ui.py")
+_LONGEST_FIRST = ("test_browser.py", "test_notebook.py")
 
 
 def pytest_collection_modifyitems(config, items) -> None:  # noqa: ARG001
