@@ -207,13 +207,16 @@ def test_workbench_in_jupyterlab(browser, lab):
         results = page.locator(".wb-results").first
         expect(results).to_contain_text("fold")
         expect(page.locator(".wb-delta[data-metric='p50_ms']").first).to_be_visible()
+        page.locator(".jp-OutputArea .lm-TabBar").first.scroll_into_view_if_needed()  # the Charts tab
         pareto_pts = page.locator(".js-plotly-plot .scatterlayer .trace").filter(
             has=page.locator("path.point"))
-        expect(pareto_pts.first).to_be_attached(timeout=30_000)  # plotly draws after the history row
+        # plotly draws after the history row: on a loaded CI machine (the other test worker busy)
+        # it took longer than 30 s once
+        expect(pareto_pts.first).to_be_attached(timeout=120_000)
         # The Pareto chart has one marker per measured build (baseline included).
         n_builds = before + 1 - 1  # header row excluded
         pareto = page.locator(".js-plotly-plot", has=page.locator("text.gtitle", has_text="Accuracy against latency"))
-        expect(pareto.locator(".scatterlayer path.point")).to_have_count(n_builds, timeout=30_000)
+        expect(pareto.locator(".scatterlayer path.point")).to_have_count(n_builds, timeout=120_000)
         # The loop on one screen (issue 20): model, device, passes, build and deltas above the tabs.
         page.locator(".wb-header").first.evaluate("e => e.scrollIntoView({block: 'start'})")
         page.wait_for_timeout(300)
