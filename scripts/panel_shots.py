@@ -25,7 +25,7 @@ import nbformat
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_browser import CHROMIUM, CHROMIUM_ARGS, KNOWN_NOISE, _stop  # noqa: E402
+from test_browser import CHROMIUM, CHROMIUM_ARGS, KNOWN_NOISE, _stop, loopback_only  # noqa: E402
 
 TOKEN = "wb-shots"
 
@@ -92,16 +92,7 @@ def main() -> None:
                 ctx = b.new_context(viewport={"width": 1500, "height": 1100})
                 ctx.set_default_timeout(600_000)
 
-                def router(route):
-                    url = route.request.url
-                    host = url.split("/")[2].rsplit(":", 1)[0] if "://" in url else ""
-                    if url.startswith(("data:", "blob:")) or host in ("127.0.0.1", "localhost"):
-                        route.continue_()
-                    else:
-                        blocked.append(url)
-                        route.abort()
-
-                ctx.route("**/*", router)
+                ctx.route("**/*", loopback_only(blocked))
                 page = ctx.new_page()
                 page.goto(f"http://127.0.0.1:{port}/lab/tree/notebooks/01_optimize_resnet.ipynb?token={TOKEN}")
                 expect(page.locator('.jp-DebuggerBugButton[aria-disabled="false"]')).to_have_count(1)

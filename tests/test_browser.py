@@ -39,6 +39,20 @@ CHROMIUM_ARGS = ["--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swi
                  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"]
 
 
+def loopback_only(blocked: list[str]):
+    """A Playwright route handler: 127.0.0.1, localhost, data: and blob: pass; every other request
+    is aborted and its URL appended to ``blocked``."""
+    def router(route):
+        url = route.request.url
+        host = url.split("/")[2].rsplit(":", 1)[0] if "://" in url else ""
+        if url.startswith(("data:", "blob:")) or host in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            blocked.append(url)
+            route.abort()
+    return router
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -127,16 +141,7 @@ def test_workbench_in_jupyterlab(browser, lab):
     ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
     ctx.set_default_timeout(60_000)
 
-    def router(route):
-        url = route.request.url
-        host = url.split("/")[2].rsplit(":", 1)[0] if "://" in url else ""
-        if url.startswith(("data:", "blob:")) or host in ("127.0.0.1", "localhost"):
-            route.continue_()
-        else:
-            blocked.append(url)
-            route.abort()
-
-    ctx.route("**/*", router)
+    ctx.route("**/*", loopback_only(blocked))
     page = ctx.new_page()
     t0 = time.monotonic()
     timings = {}
